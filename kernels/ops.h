@@ -1,0 +1,78 @@
+// Op entry points. Each takes an explicit Stream (the device and its execution
+// context) and typed raw pointers with sizes; dispatch is one switch on the
+// device. All activations are f32; accumulation is f32.
+#ifndef KVFOLD_KERNELS_OPS_H_
+#define KVFOLD_KERNELS_OPS_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "kernels/dtype.h"
+#include "kernels/thread_pool.h"
+
+namespace kvfold {
+
+struct Stream {
+  Device device;
+  ThreadPool* pool = nullptr;    // CPU: worker threads (null = caller only)
+  void* cuda_stream = nullptr;   // CUDA: the cudaStream_t
+};
+
+// c[m, n] (+)= a[m, k] . b[n, k]^T   (b is a weight in Hugging Face [out, in]
+// layout). lda/ldb/ldc are row strides in elements.
+absl::Status MatMulNT(const Stream& s, const float* a, int64_t lda,
+                      const float* b, int64_t ldb, float* c, int64_t ldc,
+                      int64_t m, int64_t n, int64_t k, bool accumulate);
+
+// out[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * w.  x may alias out.
+absl::Status RmsNorm(const Stream& s, const float* x, const float* w,
+                     float eps, float* out, int64_t rows, int64_t dim);
+
+// Rotates x[n, heads, head_dim] in place, half-split ("rotate_half") layout:
+// pairs (i, i + head_dim/2) rotate by positions[t] * inv_freq[i].
+absl::Status ApplyRope(const Stream& s, float* x, const int32_t* positions,
+                       const float* inv_freq, int64_t n, int64_t heads,
+                       int64_t head_dim);
+
+// In-place softmax over each row of x[rows, cols].
+absl::Status Softmax(const Stream& s, float* x, int64_t rows, int64_t cols);
+
+// out = silu(gate) * up, elementwise over n values.
+absl::Status SiluMul(const Stream& s, const float* gate, const float* up,
+                     float* out, int64_t n);
+
+// x += y over n values.
+absl::Status AddInPlace(const Stream& s, float* x, const float* y, int64_t n);
+
+// out[i, :] = table[ids[i], :]; ids must be in [0, vocab) (checked by caller).
+absl::Status Embedding(const Stream& s, const float* table, const int32_t* ids,
+                       int64_t n, int64_t dim, float* out);
+
+// Causal attention of a chunk of queries over keys/values of one layer with
+// grouped query heads (query head h uses KV head h / (q_heads / kv_heads)).
+//
+// Query i sees keys [0, causal_offset + i]; with the cache holding the chunk's
+// own keys at its end, causal_offset = num_keys - num_queries.
+struct AttentionArgs {
+  const float* q = nullptr;   // [num_queries, q_heads, head_dim]
+  const float* k = nullptr;   // [kv_heads, kv_stride, head_dim]
+  const float* v = nullptr;   // [kv_heads, kv_stride, head_dim]
+  float* out = nullptr;       // [num_queries, q_heads, head_dim]
+  // Optional outputs (null = not computed):
+  float* col_sums = nullptr;  // [kv_heads, num_keys]: sum over queries and the
+                              // query heads of each group of the probabilities
+  float* lse = nullptr;       // [q_heads, num_queries]: log-sum-exp of logits
+  int64_t num_queries = 0;
+  int64_t num_keys = 0;
+  int64_t kv_stride = 0;      // slots allocated per KV head (>= num_keys)
+  int64_t causal_offset = 0;
+  int64_t q_heads = 0;
+  int64_t kv_heads = 0;
+  int64_t head_dim = 0;
+  float scale = 1.0f;         // multiplies q.k (usually 1/sqrt(head_dim))
+};
+absl::Status Attention(const Stream& s, const AttentionArgs& a);
+
+}  // namespace kvfold
+
+#endif  // KVFOLD_KERNELS_OPS_H_
