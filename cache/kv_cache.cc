@@ -1,0 +1,93 @@
+#include "cache/kv_cache.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace kvfold {
+
+void LayerSlots::Reserve(const CacheShape& shape, int64_t slots) {
+  if (slots <= capacity()) return;
+  // Geometric growth keeps appends amortised O(1).
+  const int64_t cap = std::max<int64_t>(slots, capacity() * 2);
+  const int64_t h = shape.kv_heads, d = shape.head_dim;
+  Tensor k({h, cap, d}, DType::kF32), v({h, cap, d}, DType::kF32);
+  Tensor p({h, cap}, DType::kI32);
+  for (int64_t g = 0; g < h && length > 0; ++g) {
+    const int64_t old = capacity();
+    std::memcpy(k.as<float>() + g * cap * d, keys.as<float>() + g * old * d,
+                length * d * sizeof(float));
+    std::memcpy(v.as<float>() + g * cap * d, values.as<float>() + g * old * d,
+                length * d * sizeof(float));
+    std::memcpy(p.as<int32_t>() + g * cap, positions.as<int32_t>() + g * old,
+                length * sizeof(int32_t));
+  }
+  keys = std::move(k);
+  values = std::move(v);
+  positions = std::move(p);
+}
+
+void LayerSlots::AppendChunk(const CacheShape& shape, const float* k,
+                             const float* v, const int32_t* pos, int64_t n) {
+  Reserve(shape, length + n);
+  const int64_t h = shape.kv_heads, d = shape.head_dim, cap = capacity();
+  // [n, heads, d] -> [heads, slots, d]
+  for (int64_t g = 0; g < h; ++g) {
+    float* kd = keys.as<float>() + (g * cap + length) * d;
+    float* vd = values.as<float>() + (g * cap + length) * d;
+    int32_t* pd = positions.as<int32_t>() + g * cap + length;
+    for (int64_t t = 0; t < n; ++t) {
+      std::memcpy(kd + t * d, k + (t * h + g) * d, d * sizeof(float));
+      std::memcpy(vd + t * d, v + (t * h + g) * d, d * sizeof(float));
+      pd[t] = pos[t];
+    }
+  }
+  length += n;
+}
+
+LayerSlots LayerSlots::Copy() const {
+  LayerSlots c;
+  if (!keys.empty()) {
+    c.keys = keys.Copy();
+    c.values = values.Copy();
+    c.positions = positions.Copy();
+  }
+  c.length = length;
+  return c;
+}
+
+FullKvCache::FullKvCache(const CacheShape& shape)
+    : shape_(shape), layers_(shape.num_layers) {}
+
+absl::Status FullKvCache::Append(int layer, const float* k, const float* v,
+                                 const int32_t* positions, int64_t n) {
+  if (layer < 0 || layer >= shape_.num_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("no cache layer ", layer));
+  }
+  layers_[layer].AppendChunk(shape_, k, v, positions, n);
+  return absl::OkStatus();
+}
+
+LayerView FullKvCache::View(int layer) const {
+  const LayerSlots& s = layers_[layer];
+  return {s.keys.as<float>(), s.values.as<float>(), s.length, s.capacity()};
+}
+
+int64_t FullKvCache::tokens_seen() const {
+  return layers_.empty() ? 0 : layers_[0].length;
+}
+
+int64_t FullKvCache::bytes() const {
+  int64_t b = 0;
+  for (const LayerSlots& s : layers_) b += s.keys.bytes() + s.values.bytes();
+  return b;
+}
+
+std::unique_ptr<KvCache> FullKvCache::Clone() const {
+  auto c = std::make_unique<FullKvCache>(shape_);
+  for (size_t i = 0; i < layers_.size(); ++i) c->layers_[i] = layers_[i].Copy();
+  return c;
+}
+
+}  // namespace kvfold

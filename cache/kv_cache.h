@@ -1,0 +1,105 @@
+// The KV cache interface the forward pass writes to and attends over, the
+// per-layer slot storage, and the full (uncompressed) cache.
+//
+// Compression policies (later) implement KvCache and keep a fixed number of
+// slots per layer; the model only appends a chunk, attends over View(), and
+// reports the chunk's attention statistics through AfterAttention().
+#ifndef KVFOLD_CACHE_KV_CACHE_H_
+#define KVFOLD_CACHE_KV_CACHE_H_
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "kernels/tensor.h"
+
+namespace kvfold {
+
+struct CacheShape {
+  int64_t num_layers = 0;
+  int64_t kv_heads = 0;
+  int64_t head_dim = 0;
+};
+
+// What attention reads for one layer.
+struct LayerView {
+  const float* keys = nullptr;    // [kv_heads, stride, head_dim], post-RoPE
+  const float* values = nullptr;  // [kv_heads, stride, head_dim]
+  int64_t length = 0;             // slots in use (the chunk's are the last)
+  int64_t stride = 0;             // slots allocated per head
+};
+
+// Statistics of one chunk's attention over a layer's cache.
+struct ChunkStats {
+  const float* col_sums = nullptr;  // [kv_heads, length] or null
+  const float* lse = nullptr;       // [q_heads, chunk] or null
+  int64_t chunk = 0;
+};
+
+// The slots of one layer. Positions are per head so that policies selecting
+// different tokens per KV head can keep them.
+struct LayerSlots {
+  Tensor keys;       // [kv_heads, capacity, head_dim]
+  Tensor values;     // [kv_heads, capacity, head_dim]
+  Tensor positions;  // [kv_heads, capacity] i32, absolute
+  int64_t length = 0;
+
+  int64_t capacity() const { return keys.empty() ? 0 : keys.dim(1); }
+  // Grows capacity to at least `slots`, keeping the first `length` slots.
+  void Reserve(const CacheShape& shape, int64_t slots);
+  // Copies a chunk k, v: [n, kv_heads, head_dim] into slots [length, length+n).
+  void AppendChunk(const CacheShape& shape, const float* k, const float* v,
+                   const int32_t* positions, int64_t n);
+  LayerSlots Copy() const;
+};
+
+class KvCache {
+ public:
+  virtual ~KvCache() = default;
+
+  // Appends a chunk's post-RoPE keys and values, k, v: [n, kv_heads,
+  // head_dim], at absolute `positions` [n].
+  virtual absl::Status Append(int layer, const float* k, const float* v,
+                              const int32_t* positions, int64_t n) = 0;
+  virtual LayerView View(int layer) const = 0;
+  // Whether attention must emit column sums of its probabilities for the
+  // policy (costs a pass; the full cache does not need them).
+  virtual bool NeedsColumnSums() const = 0;
+  // Called once per layer after the chunk's attention: policies compress here.
+  virtual absl::Status AfterAttention(int layer, const ChunkStats& stats) = 0;
+
+  virtual const CacheShape& shape() const = 0;
+  // Tokens appended so far (per layer; equal across layers between calls).
+  virtual int64_t tokens_seen() const = 0;
+  // Bytes of key/value storage held now.
+  virtual int64_t bytes() const = 0;
+  // A deep copy (one compressed document, many questions).
+  virtual std::unique_ptr<KvCache> Clone() const = 0;
+};
+
+// Keeps every token: the baseline and the reference for all policies.
+class FullKvCache : public KvCache {
+ public:
+  explicit FullKvCache(const CacheShape& shape);
+
+  absl::Status Append(int layer, const float* k, const float* v,
+                      const int32_t* positions, int64_t n) override;
+  LayerView View(int layer) const override;
+  bool NeedsColumnSums() const override { return false; }
+  absl::Status AfterAttention(int layer, const ChunkStats& stats) override {
+    return absl::OkStatus();
+  }
+  const CacheShape& shape() const override { return shape_; }
+  int64_t tokens_seen() const override;
+  int64_t bytes() const override;
+  std::unique_ptr<KvCache> Clone() const override;
+
+ private:
+  CacheShape shape_;
+  std::vector<LayerSlots> layers_;
+};
+
+}  // namespace kvfold
+
+#endif  // KVFOLD_CACHE_KV_CACHE_H_

@@ -1,0 +1,268 @@
+#include "models/llama.h"
+
+#include <cmath>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
+#include "models/safetensors.h"
+
+namespace kvfold {
+
+// ---- Named weights --------------------------------------------------------
+
+namespace {
+
+absl::Status LoadLayer(const WeightStore& store, const ModelConfig& c, int i,
+                       LlamaLayerWeights* l) {
+  const std::string p = absl::StrCat("model.layers.", i, ".");
+  const int64_t h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim(),
+                inter = c.intermediate_size;
+  struct Named {
+    const char* name;
+    Shape shape;
+    Tensor* dst;
+  };
+  std::vector<Named> required = {
+      {"input_layernorm.weight", {h}, &l->attn_norm},
+      {"self_attn.q_proj.weight", {q, h}, &l->wq},
+      {"self_attn.k_proj.weight", {kv, h}, &l->wk},
+      {"self_attn.v_proj.weight", {kv, h}, &l->wv},
+      {"self_attn.o_proj.weight", {h, q}, &l->wo},
+      {"post_attention_layernorm.weight", {h}, &l->mlp_norm},
+      {"mlp.gate_proj.weight", {inter, h}, &l->w_gate},
+      {"mlp.up_proj.weight", {inter, h}, &l->w_up},
+      {"mlp.down_proj.weight", {h, inter}, &l->w_down},
+  };
+  if (c.qkv_bias) {
+    required.push_back({"self_attn.q_proj.bias", {q}, &l->bq});
+    required.push_back({"self_attn.k_proj.bias", {kv}, &l->bk});
+    required.push_back({"self_attn.v_proj.bias", {kv}, &l->bv});
+  }
+  if (c.o_bias) required.push_back({"self_attn.o_proj.bias", {h}, &l->bo});
+  for (Named& n : required) {
+    KVFOLD_ASSIGN_OR_RETURN(*n.dst, store.LoadF32(p + n.name, n.shape));
+  }
+  return absl::OkStatus();
+}
+
+void FillRandom(Tensor& t, std::mt19937_64& rng, float scale) {
+  std::uniform_real_distribution<float> dist(-scale, scale);
+  float* p = t.as<float>();
+  for (int64_t i = 0; i < t.numel(); ++i) p[i] = dist(rng);
+}
+
+}  // namespace
+
+LlamaModel::LlamaModel(ModelConfig config, LlamaWeights weights)
+    : config_(std::move(config)),
+      w_(std::move(weights)),
+      inv_freq_(RopeInvFreq(config_.rope)) {
+  stats_.parameters = config_.NumParameters();
+  stats_.weight_bytes = w_.embed.bytes() + w_.final_norm.bytes() + w_.lm_head.bytes();
+  for (const LlamaLayerWeights& l : w_.layers) {
+    for (const Tensor* t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.bq,
+                            &l.bk, &l.bv, &l.bo, &l.mlp_norm, &l.w_gate,
+                            &l.w_up, &l.w_down}) {
+      stats_.weight_bytes += t->bytes();
+    }
+  }
+}
+
+absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(
+    const std::string& dir) {
+  KVFOLD_ASSIGN_OR_RETURN(ModelConfig c,
+                          ModelConfig::FromFile(dir + "/config.json"));
+  KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<WeightStore> store,
+                          WeightStore::Open(dir));
+  LlamaWeights w;
+  const int64_t h = c.hidden_size;
+  KVFOLD_ASSIGN_OR_RETURN(
+      w.embed, store->LoadF32("model.embed_tokens.weight", {c.vocab_size, h}));
+  KVFOLD_ASSIGN_OR_RETURN(w.final_norm, store->LoadF32("model.norm.weight", {h}));
+  if (!c.tie_word_embeddings) {
+    KVFOLD_ASSIGN_OR_RETURN(
+        w.lm_head, store->LoadF32("lm_head.weight", {c.vocab_size, h}));
+  }
+  w.layers.resize(c.num_layers);
+  for (int i = 0; i < c.num_layers; ++i) {
+    KVFOLD_RETURN_IF_ERROR(LoadLayer(*store, c, i, &w.layers[i]));
+  }
+  std::unique_ptr<LlamaModel> m(new LlamaModel(std::move(c), std::move(w)));
+  m->stats_.bytes_read = store->bytes_read();
+  return m;
+}
+
+std::unique_ptr<LlamaModel> LlamaModel::Random(const ModelConfig& c,
+                                               uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  const int64_t h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim(),
+                inter = c.intermediate_size;
+  auto make = [&](Shape shape, float scale) {
+    Tensor t(std::move(shape), DType::kF32);
+    FillRandom(t, rng, scale);
+    return t;
+  };
+  const float ws = 1.0f / std::sqrt(float(h));
+  LlamaWeights w;
+  w.embed = make({c.vocab_size, h}, 1.0f);
+  w.final_norm = make({h}, 1.0f);
+  if (!c.tie_word_embeddings) w.lm_head = make({c.vocab_size, h}, ws);
+  w.layers.resize(c.num_layers);
+  for (LlamaLayerWeights& l : w.layers) {
+    l.attn_norm = make({h}, 1.0f);
+    l.wq = make({q, h}, ws);
+    l.wk = make({kv, h}, ws);
+    l.wv = make({kv, h}, ws);
+    l.wo = make({h, q}, ws);
+    if (c.qkv_bias) {
+      l.bq = make({q}, 0.1f);
+      l.bk = make({kv}, 0.1f);
+      l.bv = make({kv}, 0.1f);
+    }
+    if (c.o_bias) l.bo = make({h}, 0.1f);
+    l.mlp_norm = make({h}, 1.0f);
+    l.w_gate = make({inter, h}, ws);
+    l.w_up = make({inter, h}, ws);
+    l.w_down = make({h, inter}, 1.0f / std::sqrt(float(inter)));
+  }
+  return std::unique_ptr<LlamaModel>(new LlamaModel(c, std::move(w)));
+}
+
+// ---- Forward pass ---------------------------------------------------------
+
+namespace {
+
+void Ensure(Tensor& t, Shape shape) {
+  if (t.empty() || t.numel() < NumElements(shape)) {
+    t = Tensor(std::move(shape), DType::kF32);
+  }
+}
+
+// y[n, out] = x[n, in] . W^T (+ bias)
+absl::Status Linear(const Stream& s, const float* x, int64_t n,
+                    const Tensor& w, const Tensor& bias, float* y) {
+  const int64_t out = w.dim(0), in = w.dim(1);
+  if (!bias.empty()) {
+    for (int64_t r = 0; r < n; ++r) {
+      std::memcpy(y + r * out, bias.as<float>(), out * sizeof(float));
+    }
+  }
+  return MatMulNT(s, x, in, w.as<float>(), in, y, out, n, out, in,
+                  /*accumulate=*/!bias.empty());
+}
+
+}  // namespace
+
+absl::Status LlamaModel::Attention(const Stream& s, int layer,
+                                   const int32_t* positions, int64_t n,
+                                   KvCache& cache,
+                                   ForwardScratch& sc) const {
+  const ModelConfig& c = config_;
+  const LlamaLayerWeights& l = w_.layers[layer];
+  float* xn = sc.xn.as<float>();
+  KVFOLD_RETURN_IF_ERROR(Linear(s, xn, n, l.wq, l.bq, sc.q.as<float>()));
+  KVFOLD_RETURN_IF_ERROR(Linear(s, xn, n, l.wk, l.bk, sc.k.as<float>()));
+  KVFOLD_RETURN_IF_ERROR(Linear(s, xn, n, l.wv, l.bv, sc.v.as<float>()));
+  KVFOLD_RETURN_IF_ERROR(ApplyRope(s, sc.q.as<float>(), positions,
+                                   inv_freq_.data(), n, c.num_heads, c.head_dim));
+  KVFOLD_RETURN_IF_ERROR(ApplyRope(s, sc.k.as<float>(), positions,
+                                   inv_freq_.data(), n, c.num_kv_heads,
+                                   c.head_dim));
+  KVFOLD_RETURN_IF_ERROR(cache.Append(layer, sc.k.as<float>(), sc.v.as<float>(),
+                                      positions, n));
+  const LayerView view = cache.View(layer);
+  AttentionArgs a;
+  a.q = sc.q.as<float>();
+  a.k = view.keys;
+  a.v = view.values;
+  a.out = sc.attn.as<float>();
+  if (cache.NeedsColumnSums()) {
+    Ensure(sc.col_sums, {c.num_kv_heads, view.length});
+    a.col_sums = sc.col_sums.as<float>();
+  }
+  a.num_queries = n;
+  a.num_keys = view.length;
+  a.kv_stride = view.stride;
+  a.causal_offset = view.length - n;
+  a.q_heads = c.num_heads;
+  a.kv_heads = c.num_kv_heads;
+  a.head_dim = c.head_dim;
+  a.scale = 1.0f / std::sqrt(float(c.head_dim));
+  KVFOLD_RETURN_IF_ERROR(kvfold::Attention(s, a));
+  KVFOLD_RETURN_IF_ERROR(
+      cache.AfterAttention(layer, {a.col_sums, nullptr, n}));
+  // x += attn . Wo^T (+ bo), accumulated straight into the residual stream.
+  float* x = sc.x.as<float>();
+  if (!l.bo.empty()) {
+    for (int64_t r = 0; r < n; ++r) {
+      KVFOLD_RETURN_IF_ERROR(AddInPlace(s, x + r * c.hidden_size,
+                                        l.bo.as<float>(), c.hidden_size));
+    }
+  }
+  return MatMulNT(s, sc.attn.as<float>(), c.q_dim(), l.wo.as<float>(),
+                  c.q_dim(), x, c.hidden_size, n, c.hidden_size, c.q_dim(),
+                  /*accumulate=*/true);
+}
+
+absl::Status LlamaModel::Forward(const Stream& s,
+                                 absl::Span<const int32_t> tokens,
+                                 absl::Span<const int32_t> positions,
+                                 LogitsFor which, KvCache& cache,
+                                 ForwardScratch& sc, float* logits) const {
+  const ModelConfig& c = config_;
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  if (n == 0) return absl::InvalidArgumentError("forward: no tokens");
+  if (positions.size() != tokens.size()) {
+    return absl::InvalidArgumentError("forward: tokens and positions differ in length");
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    if (tokens[i] < 0 || tokens[i] >= c.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "token id ", tokens[i], " at index ", i,
+          " is outside the vocabulary [0, ", c.vocab_size, ")"));
+    }
+  }
+  const int64_t h = c.hidden_size, inter = c.intermediate_size;
+  if (sc.rows < n) {
+    sc.x = Tensor({n, h}, DType::kF32);
+    sc.xn = Tensor({n, h}, DType::kF32);
+    sc.q = Tensor({n, c.q_dim()}, DType::kF32);
+    sc.k = Tensor({n, c.kv_dim()}, DType::kF32);
+    sc.v = Tensor({n, c.kv_dim()}, DType::kF32);
+    sc.attn = Tensor({n, c.q_dim()}, DType::kF32);
+    sc.gate = Tensor({n, inter}, DType::kF32);
+    sc.up = Tensor({n, inter}, DType::kF32);
+    sc.rows = n;
+  }
+  float* x = sc.x.as<float>();
+  float* xn = sc.xn.as<float>();
+  KVFOLD_RETURN_IF_ERROR(
+      Embedding(s, w_.embed.as<float>(), tokens.data(), n, h, x));
+  for (int layer = 0; layer < c.num_layers; ++layer) {
+    const LlamaLayerWeights& l = w_.layers[layer];
+    KVFOLD_RETURN_IF_ERROR(
+        RmsNorm(s, x, l.attn_norm.as<float>(), c.rms_norm_eps, xn, n, h));
+    KVFOLD_RETURN_IF_ERROR(Attention(s, layer, positions.data(), n, cache, sc));
+    KVFOLD_RETURN_IF_ERROR(
+        RmsNorm(s, x, l.mlp_norm.as<float>(), c.rms_norm_eps, xn, n, h));
+    KVFOLD_RETURN_IF_ERROR(Linear(s, xn, n, l.w_gate, Tensor(), sc.gate.as<float>()));
+    KVFOLD_RETURN_IF_ERROR(Linear(s, xn, n, l.w_up, Tensor(), sc.up.as<float>()));
+    KVFOLD_RETURN_IF_ERROR(SiluMul(s, sc.gate.as<float>(), sc.up.as<float>(),
+                                   sc.gate.as<float>(), n * inter));
+    KVFOLD_RETURN_IF_ERROR(MatMulNT(s, sc.gate.as<float>(), inter,
+                                    l.w_down.as<float>(), inter, x, h, n, h,
+                                    inter, /*accumulate=*/true));
+  }
+  if (which == LogitsFor::kNone) return absl::OkStatus();
+  // Only the rows whose logits are wanted go through the final norm and head.
+  const int64_t first = (which == LogitsFor::kLast) ? n - 1 : 0;
+  const int64_t rows = n - first;
+  KVFOLD_RETURN_IF_ERROR(RmsNorm(s, x + first * h, w_.final_norm.as<float>(),
+                                 c.rms_norm_eps, xn, rows, h));
+  const Tensor& head = w_.lm_head.empty() ? w_.embed : w_.lm_head;
+  return MatMulNT(s, xn, h, head.as<float>(), h, logits, c.vocab_size, rows,
+                  c.vocab_size, h, /*accumulate=*/false);
+}
+
+}  // namespace kvfold

@@ -1,0 +1,142 @@
+#include "runtime/engine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
+
+namespace kvfold {
+
+namespace {
+
+double Seconds(std::chrono::steady_clock::time_point since) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - since)
+      .count();
+}
+
+// log softmax(row)[target], in double.
+double LogProb(const float* row, int64_t vocab, int32_t target) {
+  const float mx = *std::max_element(row, row + vocab);
+  double sum = 0;
+  for (int64_t j = 0; j < vocab; ++j) sum += std::exp(double(row[j]) - mx);
+  return double(row[target]) - mx - std::log(sum);
+}
+
+}  // namespace
+
+Engine::Engine(const LlamaModel& model, const EngineOptions& options)
+    : model_(model), options_(options), pool_(options.threads) {
+  stream_.device = Device::Cpu();
+  stream_.pool = &pool_;
+}
+
+absl::Status Engine::Validate() const {
+  if (options_.prefill_chunk < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prefill_chunk must be >= 1, got ", options_.prefill_chunk));
+  }
+  if (options_.threads < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("threads must be >= 0, got ", options_.threads));
+  }
+  return absl::OkStatus();
+}
+
+std::unique_ptr<KvCache> Engine::NewCache() const {
+  return std::make_unique<FullKvCache>(model_.cache_shape());
+}
+
+absl::Status Engine::Prefill(absl::Span<const int32_t> tokens,
+                             LogitsFor which, KvCache& cache,
+                             std::vector<float>* logits) {
+  KVFOLD_RETURN_IF_ERROR(Validate());
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  const int64_t vocab = model_.config().vocab_size;
+  if (n == 0) return absl::InvalidArgumentError("prefill: no tokens");
+  if (logits != nullptr) {
+    logits->assign((which == LogitsFor::kAll ? n : 1) * vocab, 0.0f);
+  }
+  std::vector<int32_t> positions;
+  for (int64_t begin = 0; begin < n; begin += options_.prefill_chunk) {
+    const int64_t len = std::min(options_.prefill_chunk, n - begin);
+    const int64_t start = cache.tokens_seen();
+    positions.resize(len);
+    std::iota(positions.begin(), positions.end(), static_cast<int32_t>(start));
+    const bool last = begin + len == n;
+    LogitsFor chunk_which = LogitsFor::kNone;
+    float* out = nullptr;
+    if (which == LogitsFor::kAll) {
+      chunk_which = LogitsFor::kAll;
+      out = logits->data() + begin * vocab;
+    } else if (which == LogitsFor::kLast && last) {
+      chunk_which = LogitsFor::kLast;
+      out = logits->data();
+    }
+    KVFOLD_RETURN_IF_ERROR(model_.Forward(stream_, tokens.subspan(begin, len),
+                                          positions, chunk_which, cache,
+                                          scratch_, out));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<GenerateResult> Engine::Generate(
+    absl::Span<const int32_t> prompt, const GenerateOptions& options) {
+  KVFOLD_RETURN_IF_ERROR(ValidateSamplingParams(options.sampling));
+  if (options.max_new_tokens < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_new_tokens must be >= 0, got ", options.max_new_tokens));
+  }
+  if (prompt.empty()) return absl::InvalidArgumentError("empty prompt");
+  const ModelConfig& c = model_.config();
+  GenerateResult result;
+  result.prompt_tokens = static_cast<int64_t>(prompt.size());
+  std::unique_ptr<KvCache> cache = NewCache();
+  std::vector<float> logits;
+  auto t0 = std::chrono::steady_clock::now();
+  KVFOLD_RETURN_IF_ERROR(Prefill(prompt, LogitsFor::kLast, *cache, &logits));
+  result.prefill_seconds = Seconds(t0);
+
+  t0 = std::chrono::steady_clock::now();
+  std::mt19937_64 rng(options.seed);
+  for (int64_t step = 0; step < options.max_new_tokens; ++step) {
+    const int32_t next = Sample(logits.data(), c.vocab_size, options.sampling, rng);
+    result.tokens.push_back(next);
+    if (options.stop_at_eos &&
+        std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), next) !=
+            c.eos_token_ids.end()) {
+      result.stopped_at_eos = true;
+      break;
+    }
+    if (step + 1 == options.max_new_tokens) break;  // no forward for unused logits
+    const int32_t pos = static_cast<int32_t>(cache->tokens_seen());
+    KVFOLD_RETURN_IF_ERROR(model_.Forward(stream_, {&next, 1}, {&pos, 1},
+                                          LogitsFor::kLast, *cache, scratch_,
+                                          logits.data()));
+  }
+  result.decode_seconds = Seconds(t0);
+  result.cache_bytes = cache->bytes();
+  return result;
+}
+
+absl::StatusOr<ScoreResult> Engine::Score(absl::Span<const int32_t> tokens) {
+  if (tokens.size() < 2) {
+    return absl::InvalidArgumentError("score needs at least two tokens");
+  }
+  std::unique_ptr<KvCache> cache = NewCache();
+  std::vector<float> logits;
+  KVFOLD_RETURN_IF_ERROR(Prefill(tokens, LogitsFor::kAll, *cache, &logits));
+  const int64_t vocab = model_.config().vocab_size;
+  ScoreResult r;
+  for (size_t i = 1; i < tokens.size(); ++i) {
+    r.logprobs.push_back(LogProb(&logits[(i - 1) * vocab], vocab, tokens[i]));
+    r.nll -= r.logprobs.back();
+  }
+  r.perplexity = std::exp(r.nll / r.logprobs.size());
+  return r;
+}
+
+}  // namespace kvfold
