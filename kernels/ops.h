@@ -12,10 +12,17 @@
 
 namespace kvfold {
 
+// Optional accounting of where time goes (benchmarks); null = none kept.
+struct OpTimers {
+  double matmul_seconds = 0;
+  double matmul_flops = 0;
+};
+
 struct Stream {
   Device device;
   ThreadPool* pool = nullptr;    // CPU: worker threads (null = caller only)
   void* cuda_stream = nullptr;   // CUDA: the cudaStream_t
+  OpTimers* timers = nullptr;
 };
 
 // c[m, n] (+)= a[m, k] . b[n, k]^T   (b is a weight in Hugging Face [out, in]

@@ -324,8 +324,8 @@ TEST_F(SafetensorsTest, DirectoryAndIndexErrors) {
                                       "x": "shard2.safetensors"}})");
   Write("shard2.safetensors",
         R"({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
-            "x": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}})",
-        Bytes(kValues));
+            "x": {"dtype": "F32", "shape": [4], "data_offsets": [16, 32]}})",
+        Bytes(kValues) + Bytes(kValues));
   ExpectError(WeightStore::Open(dir_).status(), kInvalid, "shard2.safetensors",
               "tensor \"a\": also present in");
   WriteRaw(index, R"({"weight_map": []})");

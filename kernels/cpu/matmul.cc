@@ -3,6 +3,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <chrono>
 #include <mutex>
 
 #include "kernels/cpu/cpu_ops.h"
@@ -27,6 +28,7 @@ absl::Status MatMulNT(const Stream& s, const float* a, int64_t lda,
                       int64_t m, int64_t n, int64_t k, bool accumulate) {
   std::call_once(blas_once, [] { openblas_set_num_threads(1); });
   if (m <= 0 || n <= 0) return absl::OkStatus();
+  const auto start = std::chrono::steady_clock::now();
   const float beta = accumulate ? 1.0f : 0.0f;
   const int threads = s.pool ? s.pool->size() : 1;
   // Split the output columns (weight rows) when there are enough of them:
@@ -49,6 +51,11 @@ absl::Status MatMulNT(const Stream& s, const float* a, int64_t lda,
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m1 - m0, n, k, 1.0f,
                   a + m0 * lda, lda, b, ldb, beta, c + m0 * ldc, ldc);
     });
+  }
+  if (s.timers != nullptr) {
+    s.timers->matmul_seconds += std::chrono::duration<double>(
+        std::chrono::steady_clock::now() - start).count();
+    s.timers->matmul_flops += 2.0 * m * n * k;
   }
   return absl::OkStatus();
 }

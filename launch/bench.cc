@@ -1,0 +1,218 @@
+// kvfold bench: a random-weight model of a named shape, timed on this
+// machine next to what the machine can do (read bandwidth, plain sgemm on the
+// same GEMM shapes), so the ratios come from one run. Prints JSON.
+#include <cblas.h>
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <numeric>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
+#include "launch/commands.h"
+#include "launch/flags.h"
+#include "kernels/sampling.h"
+#include "models/llama.h"
+
+namespace kvfold {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+absl::StatusOr<ModelConfig> NamedShape(const std::string& name) {
+  ModelConfig c;
+  c.rms_norm_eps = 1e-5f;
+  if (name == "llama-3.2-1b") {
+    c.vocab_size = 128256, c.hidden_size = 2048, c.intermediate_size = 8192;
+    c.num_layers = 16, c.num_heads = 32, c.num_kv_heads = 8, c.head_dim = 64;
+    c.rope = {500000.0, 64, RopeScalingType::kLlama3, 32.0, 1.0, 4.0, 8192.0};
+    c.tie_word_embeddings = true;
+  } else if (name == "tinyllama-1.1b") {
+    c.vocab_size = 32000, c.hidden_size = 2048, c.intermediate_size = 5632;
+    c.num_layers = 22, c.num_heads = 32, c.num_kv_heads = 4, c.head_dim = 64;
+    c.rope.theta = 10000.0;
+    c.rope.rotary_dim = 64;
+  } else if (name == "smollm-135m") {
+    c.vocab_size = 49152, c.hidden_size = 576, c.intermediate_size = 1536;
+    c.num_layers = 30, c.num_heads = 9, c.num_kv_heads = 3, c.head_dim = 64;
+    c.rope.theta = 10000.0;
+    c.rope.rotary_dim = 64;
+    c.tie_word_embeddings = true;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--shape \"", name,
+        "\" is unknown (known: llama-3.2-1b, tinyllama-1.1b, smollm-135m)"));
+  }
+  c.max_position_embeddings = 131072;
+  return c;
+}
+
+// Read bandwidth: threads sum disjoint parts of a buffer much larger than
+// the caches, as decode streams the weights.
+double ReadBandwidth(ThreadPool& pool, int repeats) {
+  const int64_t n = int64_t{1} << 28;  // 1 GiB of floats
+  std::vector<float> buf(n, 1.0f);
+  std::vector<double> gbps;
+  for (int r = 0; r < repeats + 1; ++r) {
+    std::vector<float> partial(pool.size(), 0.0f);
+    std::atomic<int> slot{0};
+    const auto t0 = Clock::now();
+    pool.ParallelFor(n, [&](int64_t b, int64_t e) {
+      float acc[16] = {};
+      for (int64_t i = b; i + 16 <= e; i += 16) {
+        for (int j = 0; j < 16; ++j) acc[j] += buf[i + j];
+      }
+      partial[slot++] = std::accumulate(acc, acc + 16, 0.0f);
+    });
+    const double secs = Since(t0);
+    if (partial[0] < 0) std::printf("impossible\n");  // keep the reads alive
+    if (r > 0) gbps.push_back(n * sizeof(float) / secs / 1e9);  // first warms
+  }
+  return Median(gbps);
+}
+
+// Plain multi-threaded OpenBLAS sgemm on the GEMM shapes of one prefill.
+double PlainSgemmGflops(const ModelConfig& c, int64_t rows, int threads,
+                        int repeats) {
+  const int64_t h = c.hidden_size;
+  // (out, in) of q, k, v, o, gate, up, down.
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {
+      {c.q_dim(), h}, {c.kv_dim(), h}, {c.kv_dim(), h}, {h, c.q_dim()},
+      {c.intermediate_size, h}, {c.intermediate_size, h},
+      {h, c.intermediate_size}};
+  int64_t max_w = 0, max_in = 0, max_out = 0;
+  for (auto [out, in] : shapes) {
+    max_w = std::max(max_w, out * in);
+    max_in = std::max(max_in, in);
+    max_out = std::max(max_out, out);
+  }
+  std::vector<float> a(rows * max_in, 0.5f), w(max_w, 0.25f), y(rows * max_out);
+  openblas_set_num_threads(threads);
+  std::vector<double> rates;
+  for (int r = 0; r < repeats + 1; ++r) {
+    double flops = 0;
+    const auto t0 = Clock::now();
+    for (auto [out, in] : shapes) {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, in, 1.0f,
+                  a.data(), in, w.data(), in, 0.0f, y.data(), out);
+      flops += 2.0 * rows * out * in;
+    }
+    if (r > 0) rates.push_back(flops / Since(t0) / 1e9);
+  }
+  openblas_set_num_threads(1);  // kvfold threads GEMMs itself
+  return Median(rates);
+}
+
+}  // namespace
+
+absl::Status RunBench() {
+  KVFOLD_ASSIGN_OR_RETURN(ModelConfig c, NamedShape(absl::GetFlag(FLAGS_shape)));
+  const int64_t layers = absl::GetFlag(FLAGS_bench_layers);
+  const int64_t prompt = absl::GetFlag(FLAGS_prefill_tokens);
+  const int64_t decode = absl::GetFlag(FLAGS_decode_tokens);
+  const int64_t chunk = absl::GetFlag(FLAGS_prefill_chunk);
+  const int repeats = absl::GetFlag(FLAGS_repeats);
+  if (layers < 0) return absl::InvalidArgumentError("--bench_layers must be >= 0");
+  if (prompt < 1 || decode < 1 || chunk < 1 || repeats < 1) {
+    return absl::InvalidArgumentError(
+        "--prefill_tokens, --decode_tokens, --prefill_chunk and --repeats "
+        "must be >= 1");
+  }
+  if (layers > 0) c.num_layers = layers;
+
+  ThreadPool pool(absl::GetFlag(FLAGS_threads));
+  OpTimers timers;
+  Stream stream{Device::Cpu(), &pool, nullptr, &timers};
+  auto t0 = Clock::now();
+  std::unique_ptr<LlamaModel> model = LlamaModel::Random(c, 1234);
+  const double init_seconds = Since(t0);
+
+  std::vector<int32_t> tokens(prompt);
+  for (int64_t i = 0; i < prompt; ++i) tokens[i] = int32_t((i * 7919) % c.vocab_size);
+  std::vector<float> logits(c.vocab_size);
+  ForwardScratch scratch;
+  std::vector<double> prefill_secs, gemm_gflops, decode_secs;
+  for (int r = 0; r < repeats; ++r) {
+    FullKvCache cache(model->cache_shape());
+    timers = {};
+    t0 = Clock::now();
+    std::vector<int32_t> pos;
+    for (int64_t b = 0; b < prompt; b += chunk) {
+      const int64_t len = std::min(chunk, prompt - b);
+      pos.resize(len);
+      std::iota(pos.begin(), pos.end(), int32_t(b));
+      const bool last = b + len == prompt;
+      KVFOLD_RETURN_IF_ERROR(model->Forward(
+          stream, absl::MakeConstSpan(tokens).subspan(b, len), pos,
+          last ? LogitsFor::kLast : LogitsFor::kNone, cache, scratch,
+          logits.data()));
+    }
+    prefill_secs.push_back(Since(t0));
+    gemm_gflops.push_back(timers.matmul_flops / timers.matmul_seconds / 1e9);
+    t0 = Clock::now();
+    for (int64_t i = 0; i < decode; ++i) {
+      const int32_t tok = Argmax(logits.data(), c.vocab_size);
+      const int32_t p = int32_t(prompt + i);
+      KVFOLD_RETURN_IF_ERROR(model->Forward(stream, {&tok, 1}, {&p, 1},
+                                            LogitsFor::kLast, cache, scratch,
+                                            logits.data()));
+    }
+    decode_secs.push_back(Since(t0));
+  }
+  const double bandwidth = ReadBandwidth(pool, repeats);
+  const double sgemm = PlainSgemmGflops(c, std::min(chunk, prompt), pool.size(), repeats);
+
+  // Decode reads every weight once per token, except the embedding table
+  // (one row) unless it doubles as the LM head.
+  const ModelStats& st = model->stats();
+  const int64_t embed_bytes = c.vocab_size * c.hidden_size * 4;
+  const int64_t bytes_per_token =
+      st.weight_bytes - (c.tie_word_embeddings ? 0 : embed_bytes);
+  const double decode_tps = decode / Median(decode_secs);
+  const double bound_tps = bandwidth * 1e9 / bytes_per_token;
+  const double gemm = Median(gemm_gflops);
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  nlohmann::json j = {
+      {"shape", absl::GetFlag(FLAGS_shape)},
+      {"layers", c.num_layers},
+      {"parameters", st.parameters},
+      {"weight_bytes", st.weight_bytes},
+      {"threads", pool.size()},
+      {"repeats", repeats},
+      {"random_init_seconds", init_seconds},
+      {"prefill_tokens", prompt},
+      {"prefill_chunk", chunk},
+      {"prefill_tokens_per_s", prompt / Median(prefill_secs)},
+      {"prefill_gemm_gflops", gemm},
+      {"plain_sgemm_gflops_same_shapes", sgemm},
+      {"prefill_gemm_vs_sgemm", gemm / sgemm},
+      {"decode_tokens", decode},
+      {"decode_tokens_per_s", decode_tps},
+      {"decode_bytes_per_token", bytes_per_token},
+      {"memory_read_gb_per_s", bandwidth},
+      {"decode_bound_tokens_per_s", bound_tps},
+      {"decode_vs_bound", decode_tps / bound_tps},
+      {"peak_rss_bytes", int64_t(ru.ru_maxrss) * 1024},
+  };
+  std::printf("%s\n", j.dump(2).c_str());
+  return absl::OkStatus();
+}
+
+}  // namespace kvfold

@@ -1,0 +1,125 @@
+#include "launch/commands.h"
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "kernels/status_macros.h"
+#include "launch/flags.h"
+#include "models/config.h"
+#include "runtime/engine.h"
+
+namespace kvfold {
+
+absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& text,
+                                              const std::string& source) {
+  std::vector<int32_t> ids;
+  for (absl::string_view item :
+       absl::StrSplit(text, absl::ByAnyChar(", \t\r\n"), absl::SkipEmpty())) {
+    int32_t id;
+    if (!absl::SimpleAtoi(item, &id) || id < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          source, ": \"", item, "\" is not a token id (a non-negative integer)"));
+    }
+    ids.push_back(id);
+  }
+  if (ids.empty()) return absl::InvalidArgumentError(source + ": no token ids");
+  return ids;
+}
+
+namespace {
+
+absl::StatusOr<std::vector<int32_t>> IdsFromFlags() {
+  const std::string ids = absl::GetFlag(FLAGS_ids);
+  const std::string file = absl::GetFlag(FLAGS_ids_file);
+  if (ids.empty() == file.empty()) {
+    return absl::InvalidArgumentError("give exactly one of --ids and --ids_file");
+  }
+  if (!ids.empty()) return ParseIds(ids, "--ids");
+  KVFOLD_ASSIGN_OR_RETURN(std::string text, ReadTextFile(file, 1 << 30));
+  return ParseIds(text, file);
+}
+
+absl::StatusOr<std::unique_ptr<LlamaModel>> ModelFromFlags() {
+  const std::string dir = absl::GetFlag(FLAGS_model);
+  if (dir.empty()) return absl::InvalidArgumentError("--model is required");
+  return LlamaModel::Load(dir);
+}
+
+EngineOptions EngineOptionsFromFlags() {
+  return {.threads = absl::GetFlag(FLAGS_threads),
+          .prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk)};
+}
+
+// Validates the cheap flags before a (possibly large) model is loaded.
+absl::Status CheckEngineFlags() {
+  if (absl::GetFlag(FLAGS_prefill_chunk) < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--prefill_chunk must be >= 1, got ", absl::GetFlag(FLAGS_prefill_chunk)));
+  }
+  if (absl::GetFlag(FLAGS_threads) < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--threads must be >= 0, got ", absl::GetFlag(FLAGS_threads)));
+  }
+  return absl::OkStatus();
+}
+
+void PrintJson(const nlohmann::json& j) {
+  std::printf("%s\n", j.dump().c_str());
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+absl::Status RunGenerate() {
+  KVFOLD_RETURN_IF_ERROR(CheckEngineFlags());
+  GenerateOptions opts;
+  opts.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
+  opts.sampling.temperature = static_cast<float>(absl::GetFlag(FLAGS_temperature));
+  opts.sampling.top_k = absl::GetFlag(FLAGS_top_k);
+  opts.sampling.top_p = static_cast<float>(absl::GetFlag(FLAGS_top_p));
+  opts.seed = absl::GetFlag(FLAGS_seed);
+  opts.stop_at_eos = !absl::GetFlag(FLAGS_ignore_eos);
+  if (absl::Status s = ValidateSamplingParams(opts.sampling); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--", s.message()));
+  }
+  if (opts.max_new_tokens < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max_new_tokens must be >= 0, got ", opts.max_new_tokens));
+  }
+  KVFOLD_ASSIGN_OR_RETURN(std::vector<int32_t> prompt, IdsFromFlags());
+  KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model, ModelFromFlags());
+  Engine engine(*model, EngineOptionsFromFlags());
+  KVFOLD_ASSIGN_OR_RETURN(GenerateResult r, engine.Generate(prompt, opts));
+  const double decode_tps =
+      r.decode_seconds > 0 ? (r.tokens.size() - 1) / r.decode_seconds : 0.0;
+  PrintJson({{"ids", r.tokens},
+             {"prompt_tokens", r.prompt_tokens},
+             {"new_tokens", r.tokens.size()},
+             {"stopped_at_eos", r.stopped_at_eos},
+             {"prefill_seconds", r.prefill_seconds},
+             {"prefill_tokens_per_s", r.prompt_tokens / r.prefill_seconds},
+             {"decode_seconds", r.decode_seconds},
+             {"decode_tokens_per_s", decode_tps},
+             {"cache_bytes", r.cache_bytes}});
+  return absl::OkStatus();
+}
+
+absl::Status RunScore() {
+  KVFOLD_RETURN_IF_ERROR(CheckEngineFlags());
+  KVFOLD_ASSIGN_OR_RETURN(std::vector<int32_t> tokens, IdsFromFlags());
+  KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model, ModelFromFlags());
+  Engine engine(*model, EngineOptionsFromFlags());
+  KVFOLD_ASSIGN_OR_RETURN(ScoreResult r, engine.Score(tokens));
+  PrintJson({{"tokens", tokens.size()},
+             {"logprobs", r.logprobs},
+             {"nll", r.nll},
+             {"mean_nll", r.nll / r.logprobs.size()},
+             {"perplexity", r.perplexity}});
+  return absl::OkStatus();
+}
+
+}  // namespace kvfold

@@ -1,0 +1,27 @@
+// Flags shared by the kvfold subcommands (defined in main.cc).
+#ifndef KVFOLD_LAUNCH_FLAGS_H_
+#define KVFOLD_LAUNCH_FLAGS_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/flags/declare.h"
+
+ABSL_DECLARE_FLAG(std::string, model);
+ABSL_DECLARE_FLAG(std::string, ids);
+ABSL_DECLARE_FLAG(std::string, ids_file);
+ABSL_DECLARE_FLAG(int64_t, max_new_tokens);
+ABSL_DECLARE_FLAG(double, temperature);
+ABSL_DECLARE_FLAG(int32_t, top_k);
+ABSL_DECLARE_FLAG(double, top_p);
+ABSL_DECLARE_FLAG(uint64_t, seed);
+ABSL_DECLARE_FLAG(bool, ignore_eos);
+ABSL_DECLARE_FLAG(int64_t, prefill_chunk);
+ABSL_DECLARE_FLAG(int32_t, threads);
+ABSL_DECLARE_FLAG(std::string, shape);
+ABSL_DECLARE_FLAG(int64_t, prefill_tokens);
+ABSL_DECLARE_FLAG(int64_t, decode_tokens);
+ABSL_DECLARE_FLAG(int64_t, bench_layers);
+ABSL_DECLARE_FLAG(int32_t, repeats);
+
+#endif  // KVFOLD_LAUNCH_FLAGS_H_

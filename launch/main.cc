@@ -1,0 +1,74 @@
+// kvfold: long-context LLM inference with a fixed-size KV cache.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "launch/commands.h"
+#include "launch/flags.h"
+
+ABSL_FLAG(std::string, model, "",
+          "Hugging Face checkpoint directory (config.json + safetensors)");
+ABSL_FLAG(std::string, ids, "", "prompt token ids, comma or space separated");
+ABSL_FLAG(std::string, ids_file, "", "file holding the prompt token ids");
+ABSL_FLAG(int64_t, max_new_tokens, 32, "generate: tokens to produce at most");
+ABSL_FLAG(double, temperature, 0.0, "sampling temperature; 0 = greedy");
+ABSL_FLAG(int32_t, top_k, 0, "sample among the k most likely tokens; 0 = all");
+ABSL_FLAG(double, top_p, 1.0, "nucleus sampling mass in (0, 1]");
+ABSL_FLAG(uint64_t, seed, 0, "random seed for sampling");
+ABSL_FLAG(bool, ignore_eos, false, "generate: do not stop at end-of-sequence");
+ABSL_FLAG(int64_t, prefill_chunk, 512, "tokens per prefill step (>= 1)");
+ABSL_FLAG(int32_t, threads, 0, "CPU worker threads; 0 = one per core");
+ABSL_FLAG(std::string, shape, "llama-3.2-1b",
+          "bench: model shape (llama-3.2-1b, smollm-135m, tinyllama-1.1b)");
+ABSL_FLAG(int64_t, prefill_tokens, 256, "bench: prompt length");
+ABSL_FLAG(int64_t, decode_tokens, 16, "bench: tokens decoded");
+ABSL_FLAG(int64_t, bench_layers, 0, "bench: override the layer count; 0 = shape's");
+ABSL_FLAG(int32_t, repeats, 3, "bench: repetitions (the median is reported)");
+
+namespace {
+
+constexpr char kUsage[] =
+    "kvfold COMMAND [--flags]\n\n"
+    "Commands:\n"
+    "  generate  --model=DIR --ids=1,2,3 [--max_new_tokens --temperature\n"
+    "            --top_k --top_p --seed --ignore_eos --prefill_chunk]\n"
+    "            continue a prompt of token ids; prints JSON\n"
+    "  score     --model=DIR --ids=... per-token log-probabilities, NLL and\n"
+    "            perplexity of a token sequence; prints JSON\n"
+    "  bench     [--shape --prefill_tokens --decode_tokens --bench_layers]\n"
+    "            random-weight model of a named shape: prefill/decode speed,\n"
+    "            memory bandwidth and sgemm GFLOP/s measured in the same run\n\n"
+    "Run `kvfold --helpfull` for every flag.";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(kUsage);
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  if (args.size() != 2) {
+    std::fprintf(stderr, "%s\n", kUsage);
+    return 2;
+  }
+  const std::string command = args[1];
+  absl::Status status;
+  if (command == "generate") {
+    status = kvfold::RunGenerate();
+  } else if (command == "score") {
+    status = kvfold::RunScore();
+  } else if (command == "bench") {
+    status = kvfold::RunBench();
+  } else {
+    std::fprintf(stderr, "kvfold: error: unknown command \"%s\"\n\n%s\n",
+                 command.c_str(), kUsage);
+    return 2;
+  }
+  if (!status.ok()) {
+    std::fprintf(stderr, "kvfold: error: %s\n",
+                 std::string(status.message()).c_str());
+    return 1;
+  }
+  return 0;
+}
