@@ -31,6 +31,11 @@ using Json = nlohmann::json;
 // Real headers nest three levels deep; anything far deeper is hostile.
 constexpr int kMaxJsonDepth = 32;
 
+template <typename... Args>
+absl::Status Invalid(const Args&... args) {
+  return absl::InvalidArgumentError(absl::StrCat(args...));
+}
+
 // `path: tensor "name": ` prefix. Names are escaped so a message stays on
 // one line whatever bytes the file put in them.
 std::string Where(const std::string& path, const std::string& name) {
@@ -68,13 +73,6 @@ std::optional<size_t> SafetensorsDTypeSize(std::string_view name) {
   return std::nullopt;
 }
 
-std::optional<DType> WeightDType(std::string_view name) {
-  if (name == "F32") return DType::kF32;
-  if (name == "BF16") return DType::kBF16;
-  if (name == "F16") return DType::kF16;
-  return std::nullopt;
-}
-
 // Parses without exceptions; the depth limit keeps a hostile header from
 // costing more than its size.
 absl::StatusOr<Json> ParseJson(const char* begin, const char* end,
@@ -87,16 +85,15 @@ absl::StatusOr<Json> ParseJson(const char* begin, const char* end,
       };
   Json json = Json::parse(begin, end, limit_depth, /*allow_exceptions=*/false);
   if (too_deep) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ": ", what, " nests deeper than ", kMaxJsonDepth, " levels"));
+    return Invalid(path, ": ", what, " nests deeper than ", kMaxJsonDepth,
+                   " levels");
   }
   if (json.is_discarded()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": ", what, " is not valid JSON"));
+    return Invalid(path, ": ", what, " is not valid JSON");
   }
   if (!json.is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ": ", what, " is a JSON ", json.type_name(), ", not an object"));
+    return Invalid(path, ": ", what, " is a JSON ", json.type_name(),
+                   ", not an object");
   }
   return json;
 }
@@ -108,33 +105,30 @@ absl::Status ParseEntry(const std::string& path, const std::string& name,
                         TensorEntry* entry) {
   const std::string where = Where(path, name);
   if (!value.is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        where, "entry is a JSON ", value.type_name(), ", not an object"));
+    return Invalid(where, "entry is a JSON ", value.type_name(),
+                   ", not an object");
   }
   for (const char* field : {"dtype", "shape", "data_offsets"}) {
     if (!value.contains(field)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, "missing \"", field, "\""));
+      return Invalid(where, "missing \"", field, "\"");
     }
   }
   const Json& dtype = value["dtype"];
   if (!dtype.is_string()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(where, "\"dtype\" is not a string"));
+    return Invalid(where, "\"dtype\" is not a string");
   }
   entry->name = name;
   entry->dtype_name = dtype.get<std::string>();
   const std::optional<size_t> elem_size =
       SafetensorsDTypeSize(entry->dtype_name);
   if (!elem_size) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        where, "unknown dtype \"", absl::CHexEscape(entry->dtype_name), "\""));
+    return Invalid(where, "unknown dtype \"",
+                   absl::CHexEscape(entry->dtype_name), "\"");
   }
 
   const Json& shape = value["shape"];
   if (!shape.is_array()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(where, "\"shape\" is not an array"));
+    return Invalid(where, "\"shape\" is not an array");
   }
   // The product of the non-zero dims must fit in int64 (Shape's type) so
   // that every later numel / row computation is overflow-free.
@@ -142,19 +136,17 @@ absl::Status ParseEntry(const std::string& path, const std::string& name,
   bool has_zero = false;
   for (const Json& dim : shape) {
     if (dim.is_number_integer() && !dim.is_number_unsigned()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          where, "negative dimension ", dim.get<int64_t>(), " in \"shape\""));
+      return Invalid(where, "negative dimension ", dim.get<int64_t>(),
+                     " in \"shape\"");
     }
     if (!dim.is_number_unsigned()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          where, "\"shape\" holds ", Dump(dim), ", not an integer"));
+      return Invalid(where, "\"shape\" holds ", Dump(dim), ", not an integer");
     }
     const uint64_t d = dim.get<uint64_t>();
     if (d == 0) {
       has_zero = true;
     } else if (nonzero_product > static_cast<uint64_t>(INT64_MAX) / d) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(where, "shape ", Dump(shape), " is too large"));
+      return Invalid(where, "shape ", Dump(shape), " is too large");
     } else {
       nonzero_product *= d;
     }
@@ -165,17 +157,15 @@ absl::Status ParseEntry(const std::string& path, const std::string& name,
   const Json& offsets = value["data_offsets"];
   if (!offsets.is_array() || offsets.size() != 2 ||
       !offsets[0].is_number_unsigned() || !offsets[1].is_number_unsigned()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(where, "\"data_offsets\" is ", Dump(offsets),
-                     ", not [begin, end] with unsigned integers"));
+    return Invalid(where, "\"data_offsets\" is ", Dump(offsets),
+                   ", not [begin, end] with unsigned integers");
   }
   entry->begin = offsets[0].get<uint64_t>();
   entry->end = offsets[1].get<uint64_t>();
   const std::string range =
       absl::StrCat("[", entry->begin, ", ", entry->end, "]");
   if (entry->begin > entry->end) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(where, "data_offsets ", range, " begin after they end"));
+    return Invalid(where, "data_offsets ", range, " begin after they end");
   }
   if (entry->end > data_size) {
     return absl::DataLossError(absl::StrCat(
@@ -185,10 +175,10 @@ absl::Status ParseEntry(const std::string& path, const std::string& name,
   // numel <= INT64_MAX and size <= 8, so compare by division: no overflow.
   const uint64_t held = entry->end - entry->begin;
   if (held % *elem_size != 0 || held / *elem_size != numel) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        where, "data_offsets ", range, " hold ", held, " bytes but shape ",
-        ShapeString(entry->shape), " of ", entry->dtype_name, " needs ", numel,
-        " x ", *elem_size, " bytes"));
+    return Invalid(where, "data_offsets ", range, " hold ", held,
+                   " bytes but shape ", ShapeString(entry->shape), " of ",
+                   entry->dtype_name, " needs ", numel, " x ", *elem_size,
+                   " bytes");
   }
   return absl::OkStatus();
 }
@@ -202,9 +192,9 @@ absl::Status ParseFile(const std::string& path, const uint8_t* bytes,
   uint64_t header_size = 0;
   for (int i = 7; i >= 0; --i) header_size = (header_size << 8) | bytes[i];
   if (header_size > kMaxSafetensorsHeaderBytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ": header length ", header_size, " exceeds the limit of ",
-        kMaxSafetensorsHeaderBytes, " bytes (not a safetensors file?)"));
+    return Invalid(path, ": header length ", header_size,
+                   " exceeds the limit of ", kMaxSafetensorsHeaderBytes,
+                   " bytes (not a safetensors file?)");
   }
   if (8 + header_size > size) {
     return absl::DataLossError(absl::StrCat(
@@ -215,10 +205,9 @@ absl::Status ParseFile(const std::string& path, const uint8_t* bytes,
   KVFOLD_ASSIGN_OR_RETURN(
       const Json json, ParseJson(header, header + header_size, path, "header"));
   if (json.size() > kMaxSafetensorsTensors + 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": header lists ", json.size(),
-                     " entries, more than the limit of ",
-                     kMaxSafetensorsTensors, " tensors"));
+    return Invalid(path, ": header lists ", json.size(),
+                   " entries, more than the limit of ", kMaxSafetensorsTensors,
+                   " tensors");
   }
 
   const uint64_t data_size = size - 8 - header_size;
@@ -226,14 +215,13 @@ absl::Status ParseFile(const std::string& path, const uint8_t* bytes,
   for (const auto& [key, value] : json.items()) {
     if (key == "__metadata__") {
       if (!value.is_object()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(path, ": \"__metadata__\" is not an object"));
+        return Invalid(path, ": \"__metadata__\" is not an object");
       }
       for (const auto& [mkey, mvalue] : value.items()) {
         if (!mvalue.is_string()) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              path, ": \"__metadata__\" value for \"", absl::CHexEscape(mkey),
-              "\" is a JSON ", mvalue.type_name(), ", not a string"));
+          return Invalid(path, ": \"__metadata__\" value for \"",
+                         absl::CHexEscape(mkey), "\" is a JSON ",
+                         mvalue.type_name(), ", not a string");
         }
         (*metadata)[mkey] = mvalue.get<std::string>();
       }
@@ -259,10 +247,10 @@ absl::Status ParseFile(const std::string& path, const uint8_t* bytes,
   const TensorEntry* furthest = nullptr;
   for (const TensorEntry* entry : sorted) {
     if (furthest != nullptr && entry->begin < furthest->end) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          Where(path, entry->name), "data_offsets [", entry->begin, ", ",
-          entry->end, "] overlap tensor \"", absl::CHexEscape(furthest->name),
-          "\" at [", furthest->begin, ", ", furthest->end, "]"));
+      return Invalid(Where(path, entry->name), "data_offsets [", entry->begin,
+                     ", ", entry->end, "] overlap tensor \"",
+                     absl::CHexEscape(furthest->name), "\" at [",
+                     furthest->begin, ", ", furthest->end, "]");
     }
     if (furthest == nullptr || entry->end > furthest->end) furthest = entry;
   }
@@ -275,16 +263,28 @@ absl::StatusOr<std::string> ReadSmallFile(const std::string& path) {
     return absl::NotFoundError(absl::StrCat(path, ": no such file"));
   }
   if (static_cast<uint64_t>(st.st_size) > kMaxSafetensorsHeaderBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": ", st.st_size, " bytes is too large"));
+    return Invalid(path, ": ", st.st_size, " bytes is too large");
   }
   std::ifstream in(path, std::ios::binary);
   std::ostringstream contents;
   contents << in.rdbuf();
-  if (!in) {
-    return absl::DataLossError(absl::StrCat(path, ": read failed"));
-  }
+  if (!in) return absl::DataLossError(absl::StrCat(path, ": read failed"));
   return contents.str();
+}
+
+// Checks shared by LoadF32 and LoadRowsF32: stored shape and dtype.
+absl::StatusOr<DType> CheckWeight(const std::string& path,
+                                  const TensorEntry& entry,
+                                  const Shape& expected) {
+  if (entry.shape != expected) {
+    return Invalid(Where(path, entry.name), "shape ", ShapeString(entry.shape),
+                   " does not match the expected ", ShapeString(expected));
+  }
+  if (entry.dtype_name == "F32") return DType::kF32;
+  if (entry.dtype_name == "BF16") return DType::kBF16;
+  if (entry.dtype_name == "F16") return DType::kF16;
+  return Invalid(Where(path, entry.name), "unsupported dtype ",
+                 entry.dtype_name, " for weights (want F32, BF16 or F16)");
 }
 
 // Safetensors does not promise aligned data, and the 16-bit converters read
@@ -320,8 +320,7 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
   struct stat st;
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": not a regular file"));
+    return Invalid(path, ": not a regular file");
   }
   const uint64_t size = static_cast<uint64_t>(st.st_size);
   if (size < 8) {
@@ -376,21 +375,20 @@ absl::StatusOr<std::unique_ptr<WeightStore>> WeightStore::Open(
     const auto weight_map = index.find("weight_map");
     if (weight_map == index.end() || !weight_map->is_object() ||
         weight_map->empty()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          index_path, ": \"weight_map\" is missing, empty or not an object"));
+      return Invalid(index_path,
+                     ": \"weight_map\" is missing, empty or not an object");
     }
     // Shard file name -> the tensor names the index puts in it.
     std::map<std::string, std::vector<std::string>> shards;
     for (const auto& [name, shard] : weight_map->items()) {
       // Shard names come from a downloaded file: keep them inside `dir`.
-      if (!shard.is_string() || shard.get<std::string>().empty() ||
-          shard.get<std::string>().find('/') != std::string::npos ||
-          shard.get<std::string>() == "." || shard.get<std::string>() == "..") {
-        return absl::InvalidArgumentError(absl::StrCat(
-            index_path, ": tensor \"", absl::CHexEscape(name), "\": shard ",
-            Dump(shard), " is not a plain file name"));
+      const auto* file = shard.get_ptr<const std::string*>();
+      if (file == nullptr || file->empty() || *file == "." || *file == ".." ||
+          file->find('/') != std::string::npos) {
+        return Invalid(index_path, ": tensor \"", absl::CHexEscape(name),
+                       "\": shard ", Dump(shard), " is not a plain file name");
       }
-      shards[shard.get<std::string>()].push_back(name);
+      shards[*file].push_back(name);
     }
     for (const auto& [shard, names] : shards) {
       KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> file,
@@ -411,9 +409,8 @@ absl::StatusOr<std::unique_ptr<WeightStore>> WeightStore::Open(
       const auto [it, inserted] =
           store->index_.emplace(name, Located{file.get(), &entry});
       if (!inserted) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(Where(file->path(), name), "also present in ",
-                         it->second.file->path()));
+        return Invalid(Where(file->path(), name), "also present in ",
+                       it->second.file->path());
       }
     }
   }
@@ -441,28 +438,6 @@ absl::StatusOr<WeightStore::Located> WeightStore::Find(
   return it->second;
 }
 
-namespace {
-
-// Checks shared by LoadF32 and LoadRowsF32: stored shape and dtype.
-absl::StatusOr<DType> CheckWeight(const std::string& path,
-                                  const TensorEntry& entry,
-                                  const Shape& expected) {
-  if (entry.shape != expected) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        Where(path, entry.name), "shape ", ShapeString(entry.shape),
-        " does not match the expected ", ShapeString(expected)));
-  }
-  const std::optional<DType> dtype = WeightDType(entry.dtype_name);
-  if (!dtype) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(Where(path, entry.name), "unsupported dtype ",
-                     entry.dtype_name, " for weights (want F32, BF16 or F16)"));
-  }
-  return *dtype;
-}
-
-}  // namespace
-
 absl::StatusOr<Tensor> WeightStore::LoadF32(const std::string& name,
                                             const Shape& expected) const {
   KVFOLD_ASSIGN_OR_RETURN(const Located located, Find(name));
@@ -485,14 +460,12 @@ absl::StatusOr<Tensor> WeightStore::LoadRowsF32(const std::string& name,
   KVFOLD_ASSIGN_OR_RETURN(const DType dtype,
                           CheckWeight(path, entry, expected));
   if (expected.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(Where(path, name), "a scalar has no rows to slice"));
+    return Invalid(Where(path, name), "a scalar has no rows to slice");
   }
   const int64_t rows = expected[0];
   if (row_begin < 0 || row_begin >= row_end || row_end > rows) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(Where(path, name), "rows [", row_begin, ", ", row_end,
-                     ") out of range for ", rows, " rows"));
+    return Invalid(Where(path, name), "rows [", row_begin, ", ", row_end,
+                   ") out of range for ", rows, " rows");
   }
   // rows >= 1 here, and the header check bounds numel, so no overflow.
   const int64_t row_elems = NumElements(expected) / rows;

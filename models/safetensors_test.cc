@@ -1,9 +1,8 @@
 #include "models/safetensors.h"
 
-#include <sys/stat.h>
-
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -45,7 +44,9 @@ class SafetensorsTest : public ::testing::Test {
   void SetUp() override {
     dir_ = ::testing::TempDir() + "/safetensors_" +
            ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    ::mkdir(dir_.c_str(), 0755);
+    // Fresh each run: TEST_TMPDIR may keep files from an earlier run.
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
   }
 
   std::string Path(const std::string& name) const { return dir_ + "/" + name; }

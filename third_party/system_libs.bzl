@@ -24,7 +24,9 @@ def _absl_impl(ctx):
     if not libs:
         fail("Abseil not found: apt-get install libabsl-dev")
     libs = sorted(libs)
-    linkopts = ["-Wl,--push-state,--as-needed"] + libs + ["-Wl,--pop-state", "-pthread"]
+    # Not --as-needed: test binaries link our libraries as shared objects, and
+    # a symbol only a .so uses would otherwise lose its absl library.
+    linkopts = libs + ["-pthread"]
     ctx.file("BUILD", "\n".join([
         'package(default_visibility = ["//visibility:public"])',
         "cc_library(name = \"absl\", linkopts = %s)" % repr(linkopts),

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The kvfold binary end to end: good runs print JSON; bad input gives a
+# one-line "kvfold: error: ..." naming the problem and a non-zero exit
+# (never a crash, i.e. never a signal).
+set -u
+KVFOLD="$1"
+MODEL=tests/golden/llama3_f32
+failures=0
+tmp="${TEST_TMPDIR:-$(mktemp -d)}"
+
+# expect_error EXIT_CODE PATTERN ARGS... : exit code and one stderr line.
+expect_error() {
+  local want_rc="$1" pattern="$2"
+  shift 2
+  "$KVFOLD" "$@" >"$tmp/out" 2>"$tmp/err"
+  local rc=$?
+  local lines
+  lines=$(grep -c . "$tmp/err")
+  if [ "$rc" -ne "$want_rc" ] || ! grep -q -- "$pattern" "$tmp/err" ||
+     { [ "$want_rc" -eq 1 ] && [ "$lines" -ne 1 ]; }; then
+    echo "FAIL: kvfold $* -> rc=$rc (want $want_rc), stderr:"; cat "$tmp/err"
+    failures=$((failures + 1))
+  else
+    echo "ok: kvfold $* -> $(head -n1 "$tmp/err")"
+  fi
+}
+
+expect_ok() {
+  "$KVFOLD" "$@" >"$tmp/out" 2>"$tmp/err"
+  local rc=$?
+  if [ "$rc" -ne 0 ] || ! grep -q '^{' "$tmp/out"; then
+    echo "FAIL: kvfold $* -> rc=$rc"; cat "$tmp/err"
+    failures=$((failures + 1))
+  else
+    echo "ok: kvfold $* -> $(head -c 120 "$tmp/out")"
+  fi
+}
+
+expect_ok generate --model=$MODEL --ids=1,5,9 --max_new_tokens=4
+expect_ok generate --model=$MODEL --ids=1,5,9 --max_new_tokens=4 --temperature=0.8 --top_k=20 --top_p=0.9 --seed=3
+expect_ok score --model=$MODEL --ids="1 5 9 33"
+printf '1, 5,\n9\n' >"$tmp/ids.txt"
+expect_ok score --model=$MODEL --ids_file="$tmp/ids.txt"
+
+# Same seed, same sample; greedy output is the golden continuation's prefix
+# (tests/golden_model_test checks it against transformers).
+a=$("$KVFOLD" generate --model=$MODEL --ids=1,5,9 --temperature=1 --seed=7 --max_new_tokens=8 | grep -o '"ids":\[[0-9,]*\]')
+b=$("$KVFOLD" generate --model=$MODEL --ids=1,5,9 --temperature=1 --seed=7 --max_new_tokens=8 | grep -o '"ids":\[[0-9,]*\]')
+if [ -z "$a" ] || [ "$a" != "$b" ]; then
+  echo "FAIL: seeded sampling not reproducible: $a vs $b"; failures=$((failures + 1))
+fi
+
+expect_error 1 "/nonexistent/config.json" generate --model=/nonexistent --ids=1
+expect_error 1 "outside the vocabulary" generate --model=$MODEL --ids=1,5,300
+expect_error 1 "is not a token id" generate --model=$MODEL --ids=1,x
+expect_error 1 "exactly one of --ids and --ids_file" generate --model=$MODEL
+expect_error 1 "cannot open" score --model=$MODEL --ids_file=/nonexistent/ids
+expect_error 1 "at least two tokens" score --model=$MODEL --ids=1
+expect_error 1 "top_p" generate --model=$MODEL --ids=1 --top_p=1.5
+expect_error 1 "temperature" generate --model=$MODEL --ids=1 --temperature=-1
+expect_error 1 "top_k" generate --model=$MODEL --ids=1 --top_k=-3
+expect_error 1 "prefill_chunk" generate --model=$MODEL --ids=1 --prefill_chunk=0
+expect_error 1 "max_new_tokens" generate --model=$MODEL --ids=1 --max_new_tokens=-1
+expect_error 1 "--model is required" score --ids=1,2
+expect_error 1 "unknown" bench --shape=gpt-5
+expect_error 2 "unknown command" frobnicate
+expect_error 1 "max_new_tokens" generate --model=$MODEL --ids=1 --max_new_tokens=abc
+
+# A corrupt checkpoint from the CLI.
+mkdir -p "$tmp/bad"
+cp $MODEL/config.json "$tmp/bad/"
+head -c 100 $MODEL/model.safetensors >"$tmp/bad/model.safetensors"
+expect_error 1 "model.safetensors" generate --model="$tmp/bad" --ids=1
+
+echo "cli_test: $failures failure(s)"
+[ "$failures" -eq 0 ]
