@@ -43,8 +43,11 @@ absl_repository = repository_rule(implementation = _absl_impl, local = True)
 def _cuda_impl(ctx):
     root = ctx.os.environ.get("CUDA_PATH", "/usr/local/cuda")
     if ctx.path(root + "/bin/nvcc").exists:
-        for d in ["bin", "include", "lib64"]:
-            ctx.symlink(root + "/" + d, d)
+        for entry in ctx.path(root).readdir():
+            ctx.symlink(entry, entry.basename)
+        # nvcc finds cicc, ptxas and its headers relative to its real path,
+        # which the action sandbox only shows when called by absolute path.
+        ctx.file("defs.bzl", 'NVCC = "%s/bin/nvcc"\n' % root)
         ctx.file("BUILD", """
 package(default_visibility = ["//visibility:public"])
 filegroup(name = "nvcc", srcs = ["bin/nvcc"])
@@ -75,6 +78,7 @@ config_setting(name = "have_nvcc", values = {"define": "cuda=true"})
     else:
         # No toolkit: empty targets so the tree still analyses; CUDA targets are
         # incompatible without --config=cuda anyway.
+        ctx.file("defs.bzl", 'NVCC = "nvcc-not-found"\n')
         ctx.file("BUILD", """
 package(default_visibility = ["//visibility:public"])
 filegroup(name = "nvcc", srcs = [])

@@ -39,8 +39,12 @@ case "${1:-}" in
   test)
     shift
     rc=0
-    "${BAZEL[@]}" test //... "$@" || rc=$?
-    python3 tools/test_summary.py bazel-testlogs || rc=1
+    # Fresh logs, so the summary counts only this run's tests.
+    rm -rf "$("${BAZEL[@]}" info bazel-testlogs 2>/dev/null)"
+    log=$(mktemp)
+    "${BAZEL[@]}" test //... "$@" 2>&1 | tee "$log" || rc=$?
+    python3 tools/test_summary.py bazel-testlogs "$log" || rc=1
+    rm -f "$log"
     exit $rc
     ;;
   "") ;;

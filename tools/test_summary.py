@@ -9,6 +9,14 @@ import xml.etree.ElementTree as ET
 root = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "bazel-testlogs")
 passed = failed = skipped = 0
 skipped_reasons = []
+# Targets Bazel itself skipped (incompatible: CUDA targets without
+# --config=cuda), read from the `bazel test` output if given.
+if len(sys.argv) > 2:
+    for line in pathlib.Path(sys.argv[2]).read_text(errors="replace").splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0].startswith("//") and parts[1] == "SKIPPED":
+            skipped += 1
+            skipped_reasons.append(f"{parts[0]}: not built (CUDA targets need --config=cuda and nvcc)")
 for xml in sorted(root.rglob("test.xml")):
     try:
         tree = ET.parse(xml)

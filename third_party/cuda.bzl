@@ -1,0 +1,47 @@
+"""cuda_library: .cu files compiled by nvcc into a static cc_library.
+
+Only built with --config=cuda (else the targets are incompatible and skipped).
+"""
+
+load("@local_cuda//:defs.bzl", "NVCC")
+
+_GENCODE = [
+    "-gencode=arch=compute_80,code=sm_80",    # A100
+    "-gencode=arch=compute_90a,code=sm_90a",  # H100 / H200
+    "-gencode=arch=compute_90a,code=compute_90a",  # PTX for newer GPUs
+]
+
+CUDA_ONLY = select({
+    "//:cuda_enabled": [],
+    "//conditions:default": ["@platforms//:incompatible"],
+})
+
+def cuda_library(name, srcs, hdrs = [], deps = [], **kwargs):
+    objs = []
+    for src in srcs:
+        obj = name + "_" + src.replace("/", "_").replace(".cu", ".o")
+        native.genrule(
+            name = obj + "_nvcc",
+            srcs = [src] + hdrs +
+                   ["@local_cuda//:headers_files"],
+            outs = [obj],
+            cmd = " ".join([
+                NVCC,
+                "-c -std=c++20 -O3 -Xcompiler -fPIC -ccbin /usr/bin/gcc",
+                "--expt-relaxed-constexpr",
+                " ".join(_GENCODE),
+                "-I. -I$(GENDIR)",
+                "-o $@ $(location %s)" % src,
+            ]),
+            target_compatible_with = CUDA_ONLY,
+        )
+        objs.append(obj)
+    native.cc_library(
+        name = name,
+        srcs = objs,
+        hdrs = hdrs,
+        linkstatic = True,
+        deps = deps + ["@local_cuda//:cudart"],
+        target_compatible_with = CUDA_ONLY,
+        **kwargs
+    )
