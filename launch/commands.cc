@@ -51,7 +51,8 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> ModelFromFlags() {
 
 EngineOptions EngineOptionsFromFlags() {
   return {.threads = absl::GetFlag(FLAGS_threads),
-          .prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk)};
+          .prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk),
+          .cache = {}};
 }
 
 // Validates the cheap flags before a (possibly large) model is loaded.

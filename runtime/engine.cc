@@ -7,6 +7,7 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "cache/policies.h"
 #include "kernels/status_macros.h"
 
 namespace kvfold {
@@ -46,8 +47,8 @@ absl::Status Engine::Validate() const {
   return absl::OkStatus();
 }
 
-std::unique_ptr<KvCache> Engine::NewCache() const {
-  return std::make_unique<FullKvCache>(model_.cache_shape());
+absl::StatusOr<std::unique_ptr<KvCache>> Engine::NewCache() const {
+  return MakeCache(options_.cache, model_.cache_shape());
 }
 
 absl::Status Engine::Prefill(absl::Span<const int32_t> tokens,
@@ -94,7 +95,7 @@ absl::StatusOr<GenerateResult> Engine::Generate(
   const ModelConfig& c = model_.config();
   GenerateResult result;
   result.prompt_tokens = static_cast<int64_t>(prompt.size());
-  std::unique_ptr<KvCache> cache = NewCache();
+  KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<KvCache> cache, NewCache());
   std::vector<float> logits;
   auto t0 = std::chrono::steady_clock::now();
   KVFOLD_RETURN_IF_ERROR(Prefill(prompt, LogitsFor::kLast, *cache, &logits));
@@ -126,7 +127,7 @@ absl::StatusOr<ScoreResult> Engine::Score(absl::Span<const int32_t> tokens) {
   if (tokens.size() < 2) {
     return absl::InvalidArgumentError("score needs at least two tokens");
   }
-  std::unique_ptr<KvCache> cache = NewCache();
+  KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<KvCache> cache, NewCache());
   std::vector<float> logits;
   KVFOLD_RETURN_IF_ERROR(Prefill(tokens, LogitsFor::kAll, *cache, &logits));
   const int64_t vocab = model_.config().vocab_size;

@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "cache/cache_config.pb.h"
 #include "cache/kv_cache.h"
 #include "kernels/ops.h"
 #include "kernels/sampling.h"
@@ -20,6 +21,7 @@ namespace kvfold {
 struct EngineOptions {
   int threads = 0;              // 0 = one per core
   int64_t prefill_chunk = 512;  // tokens per prefill forward call
+  CacheConfig cache;            // the policy of every request's cache
 };
 
 struct GenerateOptions {
@@ -52,7 +54,7 @@ class Engine {
   const LlamaModel& model() const { return model_; }
   const Stream& stream() const { return stream_; }
 
-  std::unique_ptr<KvCache> NewCache() const;
+  absl::StatusOr<std::unique_ptr<KvCache>> NewCache() const;
 
   // Feeds `tokens` (continuing at position cache.tokens_seen()) in chunks of
   // prefill_chunk. Logits as `which` says, [1 or tokens.size(), vocab].

@@ -70,8 +70,10 @@ TEST_P(GoldenModelTest, LogitsMatchTransformersForEveryChunking) {
   for (const Sequence& seq : ReadGolden(dir + "/golden.json")) {
     std::vector<float> one_chunk;
     for (int64_t chunk : {int64_t(1) << 20, int64_t(1), int64_t(7), int64_t(64)}) {
-      Engine engine(**model, {.threads = 2, .prefill_chunk = chunk});
-      std::unique_ptr<KvCache> cache = engine.NewCache();
+      Engine engine(**model, {.threads = 2, .prefill_chunk = chunk, .cache = {}});
+      auto cache_or = engine.NewCache();
+      ASSERT_TRUE(cache_or.ok());
+      std::unique_ptr<KvCache> cache = std::move(*cache_or);
       std::vector<float> logits;
       ASSERT_TRUE(engine.Prefill(seq.ids, LogitsFor::kAll, *cache, &logits).ok());
       // f32: max abs error <= 1e-4 x max |logit| (the bound).
@@ -108,7 +110,7 @@ TEST_P(GoldenModelTest, GreedyContinuationIsIdentical) {
   ASSERT_TRUE(model.ok()) << model.status();
   for (const Sequence& seq : ReadGolden(dir + "/golden.json")) {
     for (int64_t chunk : {int64_t(512), int64_t(7)}) {
-      Engine engine(**model, {.threads = 2, .prefill_chunk = chunk});
+      Engine engine(**model, {.threads = 2, .prefill_chunk = chunk, .cache = {}});
       GenerateOptions opts;
       opts.max_new_tokens = static_cast<int64_t>(seq.greedy.size());
       opts.stop_at_eos = false;  // the reference loop did not stop either
