@@ -143,7 +143,7 @@ absl::Status RunBench() {
   for (int64_t i = 0; i < prompt; ++i) tokens[i] = int32_t((i * 7919) % c.vocab_size);
   std::vector<float> logits(c.vocab_size);
   ForwardScratch scratch;
-  std::vector<double> prefill_secs, gemm_gflops, decode_secs;
+  std::vector<double> prefill_secs, gemm_gflops, decode_secs, decode_gemm_share;
   for (int r = 0; r < repeats; ++r) {
     FullKvCache cache(model->cache_shape());
     timers = {};
@@ -161,6 +161,7 @@ absl::Status RunBench() {
     }
     prefill_secs.push_back(Since(t0));
     gemm_gflops.push_back(timers.matmul_flops / timers.matmul_seconds / 1e9);
+    timers = {};
     t0 = Clock::now();
     for (int64_t i = 0; i < decode; ++i) {
       const int32_t tok = Argmax(logits.data(), c.vocab_size);
@@ -170,6 +171,7 @@ absl::Status RunBench() {
                                             logits.data()));
     }
     decode_secs.push_back(Since(t0));
+    decode_gemm_share.push_back(timers.matmul_seconds / decode_secs.back());
   }
   const double bandwidth = ReadBandwidth(pool, repeats);
   const double sgemm = PlainSgemmGflops(c, std::min(chunk, prompt), pool.size(), repeats);
@@ -202,6 +204,7 @@ absl::Status RunBench() {
       {"decode_tokens", decode},
       {"decode_tokens_per_s", decode_tps},
       {"decode_bytes_per_token", bytes_per_token},
+      {"decode_time_in_gemv", Median(decode_gemm_share)},
       {"memory_read_gb_per_s", bandwidth},
       {"decode_bound_tokens_per_s", bound_tps},
       {"decode_vs_bound", decode_tps / bound_tps},

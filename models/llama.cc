@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
+#include "kernels/thread_pool.h"
 #include "models/safetensors.h"
 
 namespace kvfold {
@@ -45,16 +46,22 @@ absl::Status LoadLayer(const WeightStore& store, const ModelConfig& c, int i,
   return absl::OkStatus();
 }
 
-// Uniform in [-scale, scale) from splitmix64: fast enough for 1B weights.
-void FillRandom(Tensor& t, uint64_t& state, float scale) {
+// Uniform in [-scale, scale) from splitmix64, a counter-based generator, so
+// the tensor is filled in parallel and still depends only on the seed.
+void FillRandom(Tensor& t, uint64_t& seed, float scale) {
   float* p = t.as<float>();
-  for (int64_t i = 0; i < t.numel(); ++i) {
-    uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    p[i] = scale * (float(z >> 40) * (2.0f / 16777216.0f) - 1.0f);
-  }
+  const uint64_t base = seed;
+  seed += 0x632be59bd9b4e019ull;
+  ThreadPool pool(0);
+  pool.ParallelFor(t.numel(), [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      uint64_t z = base + uint64_t(i) * 0x9e3779b97f4a7c15ull;
+      z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+      z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+      z ^= z >> 31;
+      p[i] = scale * (float(z >> 40) * (2.0f / 16777216.0f) - 1.0f);
+    }
+  });
 }
 
 }  // namespace
