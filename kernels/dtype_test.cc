@@ -54,6 +54,9 @@ TEST(TensorTest, MoveAndExplicitCopy) {
   EXPECT_EQ(c.as<float>()[7], 2.5f);
   EXPECT_EQ(c.as<float>()[0], 0.0f);
   EXPECT_EQ(ShapeString(c.shape()), "[3, 5]");
+  EXPECT_EQ(Tensor().numel(), 0);
+  EXPECT_EQ(Tensor().bytes(), 0u);
+  EXPECT_TRUE(Tensor().Copy().empty());
 }
 
 }  // namespace

@@ -26,7 +26,8 @@ void Tensor::Free::operator()(void* p) const { std::free(p); }
 Tensor::Tensor(Shape shape, DType dtype, Device device)
     : shape_(std::move(shape)), dtype_(dtype), device_(device) {
   // Only host memory so far; the CUDA backend adds its allocator here.
-  const size_t n = bytes();
+  // Not bytes(): that is 0 until the buffer exists.
+  const size_t n = NumElements(shape_) * DTypeSize(dtype_);
   const size_t rounded = (n + 63) / 64 * 64;
   void* p = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
   if (p == nullptr) throw std::bad_alloc();
@@ -35,8 +36,9 @@ Tensor::Tensor(Shape shape, DType dtype, Device device)
 }
 
 Tensor Tensor::Copy() const {
+  if (empty()) return Tensor();
   Tensor t(shape_, dtype_, device_);
-  if (!empty()) std::memcpy(t.data(), data(), bytes());
+  std::memcpy(t.data(), data(), bytes());
   return t;
 }
 

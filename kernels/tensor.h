@@ -49,7 +49,7 @@ class Tensor {
 
   const Shape& shape() const { return shape_; }
   int64_t dim(int i) const { return shape_[i < 0 ? shape_.size() + i : i]; }
-  int64_t numel() const { return NumElements(shape_); }
+  int64_t numel() const { return empty() ? 0 : NumElements(shape_); }
   size_t bytes() const { return numel() * DTypeSize(dtype_); }
   DType dtype() const { return dtype_; }
   Device device() const { return device_; }

@@ -130,6 +130,7 @@ absl::Status RunBench() {
         "--prefill_tokens, --decode_tokens, --prefill_chunk and --repeats "
         "must be >= 1");
   }
+  KVFOLD_RETURN_IF_ERROR(CheckEngineFlags());
   if (layers > 0) c.num_layers = layers;
 
   ThreadPool pool(absl::GetFlag(FLAGS_threads));

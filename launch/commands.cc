@@ -55,18 +55,23 @@ EngineOptions EngineOptionsFromFlags() {
           .cache = {}};
 }
 
+}  // namespace
+
 // Validates the cheap flags before a (possibly large) model is loaded.
 absl::Status CheckEngineFlags() {
   if (absl::GetFlag(FLAGS_prefill_chunk) < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--prefill_chunk must be >= 1, got ", absl::GetFlag(FLAGS_prefill_chunk)));
   }
-  if (absl::GetFlag(FLAGS_threads) < 0) {
+  const int threads = absl::GetFlag(FLAGS_threads);
+  if (threads < 0 || threads > kMaxThreads) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "--threads must be >= 0, got ", absl::GetFlag(FLAGS_threads)));
+        "--threads must be in [0, ", kMaxThreads, "], got ", threads));
   }
   return absl::OkStatus();
 }
+
+namespace {
 
 void PrintJson(const nlohmann::json& j) {
   std::printf("%s\n", j.dump().c_str());
@@ -95,8 +100,10 @@ absl::Status RunGenerate() {
   KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model, ModelFromFlags());
   Engine engine(*model, EngineOptionsFromFlags());
   KVFOLD_ASSIGN_OR_RETURN(GenerateResult r, engine.Generate(prompt, opts));
-  const double decode_tps =
-      r.decode_seconds > 0 ? (r.tokens.size() - 1) / r.decode_seconds : 0.0;
+  // The first new token comes from prefill's logits; decode made the rest.
+  const double decode_tps = r.tokens.size() > 1 && r.decode_seconds > 0
+                                ? double(r.tokens.size() - 1) / r.decode_seconds
+                                : 0.0;
   PrintJson({{"ids", r.tokens},
              {"prompt_tokens", r.prompt_tokens},
              {"new_tokens", r.tokens.size()},

@@ -15,6 +15,9 @@ namespace kvfold {
 absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& text,
                                               const std::string& source);
 
+// --prefill_chunk and --threads, checked before anything is loaded.
+absl::Status CheckEngineFlags();
+
 absl::Status RunGenerate();  // flags: --model --ids|--ids_file, sampling
 absl::Status RunScore();     // flags: --model --ids|--ids_file
 absl::Status RunBench();     // flags: --shape --prefill_tokens ...

@@ -1,5 +1,6 @@
 // kvfold: long-context LLM inference with a fixed-size KV cache.
 #include <cstdio>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -54,16 +55,22 @@ int main(int argc, char** argv) {
   }
   const std::string command = args[1];
   absl::Status status;
-  if (command == "generate") {
-    status = kvfold::RunGenerate();
-  } else if (command == "score") {
-    status = kvfold::RunScore();
-  } else if (command == "bench") {
-    status = kvfold::RunBench();
-  } else {
-    std::fprintf(stderr, "kvfold: error: unknown command \"%s\"\n\n%s\n",
-                 command.c_str(), kUsage);
-    return 2;
+  try {
+    if (command == "generate") {
+      status = kvfold::RunGenerate();
+    } else if (command == "score") {
+      status = kvfold::RunScore();
+    } else if (command == "bench") {
+      status = kvfold::RunBench();
+    } else {
+      std::fprintf(stderr, "kvfold: error: unknown command \"%s\"\n\n%s\n",
+                   command.c_str(), kUsage);
+      return 2;
+    }
+  } catch (const std::bad_alloc&) {
+    // Allocation is not checked at every Tensor; say what happened, not abort.
+    std::fprintf(stderr, "kvfold: error: out of memory (%s)\n", command.c_str());
+    return 1;
   }
   if (!status.ok()) {
     std::fprintf(stderr, "kvfold: error: %s\n",

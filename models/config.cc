@@ -1,5 +1,8 @@
 #include "models/config.h"
 
+#include <sys/stat.h>
+
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -26,6 +29,13 @@ const char* ArchitectureName(Architecture a) {
 
 absl::StatusOr<std::string> ReadTextFile(const std::string& path,
                                          size_t max_bytes) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    return absl::NotFoundError(absl::StrCat(path, ": cannot open file"));
+  }
+  if (!S_ISREG(st.st_mode)) {  // a directory or FIFO would hang or mislead
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open file"));
   in.seekg(0, std::ios::end);
@@ -55,16 +65,19 @@ class Reader {
         absl::StrCat(source_, ": \"", key, "\" ", what));
   }
 
+  // Integers within [1, max_value]: limits far above any real checkpoint
+  // keep a hostile config from sizing absurd allocations.
   absl::Status Int(const std::string& key, int64_t* out, bool required,
-                   int64_t min_value = 1) const {
+                   int64_t max_value) const {
     auto it = j_.find(key);
     if (it == j_.end() || it->is_null()) {
       return required ? Error(key, "is missing") : absl::OkStatus();
     }
     if (!it->is_number_integer()) return Error(key, "must be an integer");
     const int64_t v = it->get<int64_t>();
-    if (v < min_value || v > (int64_t{1} << 31)) {
-      return Error(key, absl::StrCat("has invalid value ", v));
+    if (v < 1 || v > max_value) {
+      return Error(key, absl::StrCat("has value ", v, ", outside [1, ",
+                                     max_value, "]"));
     }
     *out = v;
     return absl::OkStatus();
@@ -110,7 +123,7 @@ class Reader {
 
  private:
   const json& j_;
-  const std::string& source_;
+  const std::string source_;
 };
 
 absl::Status ParseRopeScaling(const json& j, const std::string& source,
@@ -187,20 +200,22 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const std::string& text,
   }
 
   Reader r(j, source);
-  KVFOLD_RETURN_IF_ERROR(r.Int("vocab_size", &c.vocab_size, true));
-  KVFOLD_RETURN_IF_ERROR(r.Int("hidden_size", &c.hidden_size, true));
-  KVFOLD_RETURN_IF_ERROR(r.Int("intermediate_size", &c.intermediate_size, true));
-  KVFOLD_RETURN_IF_ERROR(r.Int("num_hidden_layers", &c.num_layers, true));
-  KVFOLD_RETURN_IF_ERROR(r.Int("num_attention_heads", &c.num_heads, true));
+  KVFOLD_RETURN_IF_ERROR(r.Int("vocab_size", &c.vocab_size, true, 1 << 24));
+  KVFOLD_RETURN_IF_ERROR(r.Int("hidden_size", &c.hidden_size, true, 1 << 16));
+  KVFOLD_RETURN_IF_ERROR(
+      r.Int("intermediate_size", &c.intermediate_size, true, 1 << 20));
+  KVFOLD_RETURN_IF_ERROR(r.Int("num_hidden_layers", &c.num_layers, true, 1024));
+  KVFOLD_RETURN_IF_ERROR(r.Int("num_attention_heads", &c.num_heads, true, 1024));
   c.num_kv_heads = c.num_heads;
-  KVFOLD_RETURN_IF_ERROR(r.Int("num_key_value_heads", &c.num_kv_heads, false));
+  KVFOLD_RETURN_IF_ERROR(
+      r.Int("num_key_value_heads", &c.num_kv_heads, false, 1024));
   if (c.hidden_size % c.num_heads != 0 && j.find("head_dim") == j.end()) {
     return r.Error("hidden_size",
                    "is not divisible by num_attention_heads and no head_dim "
                    "is given");
   }
   c.head_dim = c.hidden_size / c.num_heads;
-  KVFOLD_RETURN_IF_ERROR(r.Int("head_dim", &c.head_dim, false));
+  KVFOLD_RETURN_IF_ERROR(r.Int("head_dim", &c.head_dim, false, 1024));
   if (c.head_dim % 2 != 0) return r.Error("head_dim", "must be even for RoPE");
   if (c.num_heads % c.num_kv_heads != 0) {
     return r.Error("num_key_value_heads",
@@ -215,7 +230,8 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const std::string& text,
   KVFOLD_RETURN_IF_ERROR(r.Bool("tie_word_embeddings", &c.tie_word_embeddings));
   c.max_position_embeddings = 2048;
   KVFOLD_RETURN_IF_ERROR(
-      r.Int("max_position_embeddings", &c.max_position_embeddings, false));
+      r.Int("max_position_embeddings", &c.max_position_embeddings, false,
+            int64_t{1} << 30));
   KVFOLD_RETURN_IF_ERROR(r.Ids("bos_token_id", &c.bos_token_ids));
   KVFOLD_RETURN_IF_ERROR(r.Ids("eos_token_id", &c.eos_token_ids));
 
@@ -234,7 +250,8 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const std::string& text,
       if (flag) return r.Error("mlp_bias", "true is not supported");
       break;
     case Architecture::kMistral:
-      KVFOLD_RETURN_IF_ERROR(r.Int("sliding_window", &c.sliding_window, false));
+      KVFOLD_RETURN_IF_ERROR(
+          r.Int("sliding_window", &c.sliding_window, false, int64_t{1} << 30));
       break;
   }
   auto act = j.find("hidden_act");
@@ -250,6 +267,23 @@ absl::StatusOr<ModelConfig> ModelConfig::FromFile(const std::string& path) {
   absl::StatusOr<std::string> text = ReadTextFile(path, kMaxConfigBytes);
   if (!text.ok()) return text.status();
   return FromJson(*text, path);
+}
+
+absl::Status ModelConfig::MergeGenerationConfig(const std::string& path) {
+  KVFOLD_ASSIGN_OR_RETURN(std::string text, ReadTextFile(path, kMaxConfigBytes));
+  const json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::InvalidArgumentError(path + ": not a JSON object");
+  }
+  std::vector<int32_t> ids;
+  KVFOLD_RETURN_IF_ERROR(Reader(j, path).Ids("eos_token_id", &ids));
+  for (int32_t id : ids) {
+    if (std::find(eos_token_ids.begin(), eos_token_ids.end(), id) ==
+        eos_token_ids.end()) {
+      eos_token_ids.push_back(id);
+    }
+  }
+  return absl::OkStatus();
 }
 
 int64_t ModelConfig::NumParameters() const {

@@ -41,6 +41,9 @@ struct ModelConfig {
   static absl::StatusOr<ModelConfig> FromJson(const std::string& text,
                                               const std::string& source);
   static absl::StatusOr<ModelConfig> FromFile(const std::string& path);
+  // Adds the eos ids of a `generation_config.json` (Hugging Face generate()
+  // stops at these too, e.g. Llama 3 Instruct's end-of-turn).
+  absl::Status MergeGenerationConfig(const std::string& path);
 
   int64_t q_dim() const { return num_heads * head_dim; }
   int64_t kv_dim() const { return num_kv_heads * head_dim; }

@@ -1,5 +1,6 @@
 #include "models/config.h"
 
+#include <fstream>
 #include <string>
 
 #include "gtest/gtest.h"
@@ -90,6 +91,43 @@ TEST(ModelConfigTest, BadConfigsNameTheField) {
     EXPECT_NE(msg.find("dir/config.json"), std::string::npos) << msg;
     EXPECT_NE(msg.find(c.expect), std::string::npos) << msg;
   }
+}
+
+TEST(ModelConfigTest, BadRopeScalingFieldNamesFileAndField) {
+  std::string json = kLlama3;
+  const std::string good = "\"factor\": 8.0";
+  json.replace(json.find(good), good.size(), "\"factor\": -8.0");
+  auto r = ModelConfig::FromJson(json, "models/x/config.json");
+  ASSERT_FALSE(r.ok());
+  const std::string msg(r.status().message());
+  EXPECT_NE(msg.find("models/x/config.json: rope_scaling"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("\"factor\" must be positive"), std::string::npos) << msg;
+}
+
+TEST(ModelConfigTest, RejectsAbsurdSizes) {
+  std::string json = kLlama3;
+  const std::string good = "\"num_hidden_layers\": 2";
+  json.replace(json.find(good), good.size(), "\"num_hidden_layers\": 2147483648");
+  auto r = ModelConfig::FromJson(json, "c.json");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("num_hidden_layers"), std::string::npos);
+}
+
+TEST(ModelConfigTest, GenerationConfigAddsEosIds) {
+  auto c = ModelConfig::FromJson(kLlama3, "config.json");
+  ASSERT_TRUE(c.ok());
+  const std::string path = ::testing::TempDir() + "/generation_config.json";
+  std::ofstream(path) << R"({"eos_token_id": [5, 9], "bos_token_id": 1})";
+  ASSERT_TRUE(c->MergeGenerationConfig(path).ok());
+  EXPECT_EQ(c->eos_token_ids, (std::vector<int32_t>{2, 5, 9}));
+  std::ofstream(path) << R"({"eos_token_id": "x"})";
+  EXPECT_FALSE(c->MergeGenerationConfig(path).ok());
+}
+
+TEST(ModelConfigTest, DirectoryIsNotAConfig) {
+  auto r = ModelConfig::FromFile(::testing::TempDir());
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("not a regular file"), std::string::npos);
 }
 
 TEST(ModelConfigTest, MissingFileIsNotFound) {

@@ -1,8 +1,11 @@
 #include "models/llama.h"
 
+#include <unistd.h>
+
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "kernels/status_macros.h"
 #include "kernels/thread_pool.h"
 #include "models/safetensors.h"
@@ -48,11 +51,10 @@ absl::Status LoadLayer(const WeightStore& store, const ModelConfig& c, int i,
 
 // Uniform in [-scale, scale) from splitmix64, a counter-based generator, so
 // the tensor is filled in parallel and still depends only on the seed.
-void FillRandom(Tensor& t, uint64_t& seed, float scale) {
+void FillRandom(ThreadPool& pool, Tensor& t, uint64_t& seed, float scale) {
   float* p = t.as<float>();
   const uint64_t base = seed;
   seed += 0x632be59bd9b4e019ull;
-  ThreadPool pool(0);
   pool.ParallelFor(t.numel(), [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       uint64_t z = base + uint64_t(i) * 0x9e3779b97f4a7c15ull;
@@ -85,6 +87,20 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(
     const std::string& dir) {
   KVFOLD_ASSIGN_OR_RETURN(ModelConfig c,
                           ModelConfig::FromFile(dir + "/config.json"));
+  const std::string generation = dir + "/generation_config.json";
+  if (::access(generation.c_str(), F_OK) == 0) {
+    KVFOLD_RETURN_IF_ERROR(c.MergeGenerationConfig(generation));
+  }
+  // Weights are held as f32: refuse up front what cannot fit in memory.
+  const double need = 4.0 * c.NumParameters();
+  const double have =
+      double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGE_SIZE));
+  if (have > 0 && need > have) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "%s: the model needs %.1f GB for its weights as f32, this machine "
+        "has %.1f GB of memory",
+        dir, need / 1e9, have / 1e9));
+  }
   KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<WeightStore> store,
                           WeightStore::Open(dir));
   LlamaWeights w;
@@ -108,11 +124,12 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(
 std::unique_ptr<LlamaModel> LlamaModel::Random(const ModelConfig& c,
                                                uint64_t seed) {
   uint64_t rng = seed;
+  ThreadPool pool(0);
   const int64_t h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim(),
                 inter = c.intermediate_size;
   auto make = [&](Shape shape, float scale) {
     Tensor t(std::move(shape), DType::kF32);
-    FillRandom(t, rng, scale);
+    FillRandom(pool, t, rng, scale);
     return t;
   };
   const float ws = 1.0f / std::sqrt(float(h));

@@ -35,14 +35,26 @@ Engine::Engine(const LlamaModel& model, const EngineOptions& options)
   stream_.pool = &pool_;
 }
 
+absl::Status Engine::CheckWindow(int64_t tokens) const {
+  // Mistral v0.1's sliding window is not implemented: past it the result
+  // would silently differ from the reference, so refuse instead.
+  const int64_t window = model_.config().sliding_window;
+  if (window > 0 && tokens > window) {
+    return absl::UnimplementedError(absl::StrCat(
+        "sequence of ", tokens, " tokens exceeds the model's sliding_window (",
+        window, "); sliding-window attention is not supported yet"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Engine::Validate() const {
   if (options_.prefill_chunk < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "prefill_chunk must be >= 1, got ", options_.prefill_chunk));
   }
-  if (options_.threads < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("threads must be >= 0, got ", options_.threads));
+  if (options_.threads < 0 || options_.threads > kMaxThreads) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "threads must be in [0, ", kMaxThreads, "], got ", options_.threads));
   }
   return absl::OkStatus();
 }
@@ -56,8 +68,10 @@ absl::Status Engine::Prefill(absl::Span<const int32_t> tokens,
                              std::vector<float>* logits) {
   KVFOLD_RETURN_IF_ERROR(Validate());
   const int64_t n = static_cast<int64_t>(tokens.size());
-  const int64_t vocab = model_.config().vocab_size;
+  const ModelConfig& c = model_.config();
+  const int64_t vocab = c.vocab_size;
   if (n == 0) return absl::InvalidArgumentError("prefill: no tokens");
+  KVFOLD_RETURN_IF_ERROR(CheckWindow(cache.tokens_seen() + n));
   if (logits != nullptr) {
     logits->assign((which == LogitsFor::kAll ? n : 1) * vocab, 0.0f);
   }
@@ -114,6 +128,7 @@ absl::StatusOr<GenerateResult> Engine::Generate(
     }
     if (step + 1 == options.max_new_tokens) break;  // no forward for unused logits
     const int32_t pos = static_cast<int32_t>(cache->tokens_seen());
+    KVFOLD_RETURN_IF_ERROR(CheckWindow(pos + 1));
     KVFOLD_RETURN_IF_ERROR(model_.Forward(stream_, {&next, 1}, {&pos, 1},
                                           LogitsFor::kLast, *cache, scratch_,
                                           logits.data()));
@@ -127,14 +142,22 @@ absl::StatusOr<ScoreResult> Engine::Score(absl::Span<const int32_t> tokens) {
   if (tokens.size() < 2) {
     return absl::InvalidArgumentError("score needs at least two tokens");
   }
+  KVFOLD_RETURN_IF_ERROR(Validate());
   KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<KvCache> cache, NewCache());
-  std::vector<float> logits;
-  KVFOLD_RETURN_IF_ERROR(Prefill(tokens, LogitsFor::kAll, *cache, &logits));
+  const int64_t n = static_cast<int64_t>(tokens.size());
   const int64_t vocab = model_.config().vocab_size;
   ScoreResult r;
-  for (size_t i = 1; i < tokens.size(); ++i) {
-    r.logprobs.push_back(LogProb(&logits[(i - 1) * vocab], vocab, tokens[i]));
-    r.nll -= r.logprobs.back();
+  // One chunk of logits at a time: [chunk, vocab], never [n, vocab].
+  std::vector<float> logits;
+  for (int64_t begin = 0; begin < n - 1; begin += options_.prefill_chunk) {
+    const int64_t len = std::min(options_.prefill_chunk, n - 1 - begin);
+    KVFOLD_RETURN_IF_ERROR(
+        Prefill(tokens.subspan(begin, len), LogitsFor::kAll, *cache, &logits));
+    for (int64_t i = 0; i < len; ++i) {
+      r.logprobs.push_back(
+          LogProb(&logits[i * vocab], vocab, tokens[begin + i + 1]));
+      r.nll -= r.logprobs.back();
+    }
   }
   r.perplexity = std::exp(r.nll / r.logprobs.size());
   return r;

@@ -18,6 +18,8 @@
 
 namespace kvfold {
 
+inline constexpr int kMaxThreads = 1024;
+
 struct EngineOptions {
   int threads = 0;              // 0 = one per core
   int64_t prefill_chunk = 512;  // tokens per prefill forward call
@@ -68,6 +70,8 @@ class Engine {
   absl::StatusOr<ScoreResult> Score(absl::Span<const int32_t> tokens);
 
  private:
+  absl::Status CheckWindow(int64_t tokens) const;
+
   const LlamaModel& model_;
   EngineOptions options_;
   ThreadPool pool_;

@@ -5,7 +5,7 @@
 #include <string>
 
 #include "gtest/gtest.h"
-#include "models/llama.h"
+#include "runtime/engine.h"
 
 namespace kvfold {
 namespace {
@@ -116,6 +116,21 @@ TEST_F(BadCheckpointTest, ConfigProblems) {
   dir = Copy("llama3_f32");
   Write(dir + "/config.json", "{\"architectures\": [\"LlamaForCausalLM\"],");
   ExpectError(dir, {"config.json", "JSON"});
+}
+
+TEST_F(BadCheckpointTest, SequencePastSlidingWindowIsRefused) {
+  // Sliding-window attention is not implemented: refusing beats a silently
+  // different answer.
+  const std::string dir = Copy("mistral_gqa_f32");
+  Replace(dir + "/config.json", "\"sliding_window\": null", "\"sliding_window\": 8");
+  auto m = LlamaModel::Load(dir);
+  ASSERT_TRUE(m.ok()) << m.status();
+  Engine engine(**m, {});
+  const std::vector<int32_t> eight = {1, 2, 3, 4, 5, 6, 7, 8};
+  EXPECT_TRUE(engine.Score(eight).ok());
+  auto r = engine.Generate(eight, {.max_new_tokens = 3});
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("sliding_window"), std::string::npos);
 }
 
 TEST_F(BadCheckpointTest, GoodCopyStillLoads) {

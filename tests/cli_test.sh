@@ -65,6 +65,11 @@ expect_error 1 "--model is required" score --ids=1,2
 expect_error 1 "unknown" bench --shape=gpt-5
 expect_error 2 "unknown command" frobnicate
 expect_error 1 "max_new_tokens" generate --model=$MODEL --ids=1 --max_new_tokens=abc
+expect_error 1 "threads" generate --model=$MODEL --ids=1 --threads=100000
+expect_error 1 "threads" bench --threads=-3
+expect_error 1 "not a regular file" score --model=$MODEL --ids_file=/tmp
+expect_ok generate --model=$MODEL --ids=1,5 --max_new_tokens=0
+expect_ok score --model=$MODEL --ids=1,5,9,33,2,7 --prefill_chunk=2
 
 # A corrupt checkpoint from the CLI.
 mkdir -p "$tmp/bad"

@@ -1,6 +1,7 @@
 // The forward pass against Hugging Face transformers: logits at every
 // position and 16-token greedy continuations recorded by
 // tools/golden/make_model_fixtures.py, for each checked-in tiny checkpoint.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -35,8 +36,15 @@ std::vector<Sequence> ReadGolden(const std::string& path) {
       seq.logits_native = s["logits_native"].get<std::vector<std::vector<float>>>();
     }
     seq.greedy = s["greedy"].get<std::vector<int32_t>>();
+    // A truncated fixture must fail, not be checked in part.
+    EXPECT_EQ(seq.logits.size(), seq.ids.size()) << path;
+    if (!seq.logits_native.empty()) {
+      EXPECT_EQ(seq.logits_native.size(), seq.ids.size()) << path;
+    }
+    EXPECT_EQ(seq.greedy.size(), 16u) << path;
     out.push_back(std::move(seq));
   }
+  EXPECT_FALSE(out.empty()) << path << " has no sequences";
   return out;
 }
 
@@ -76,6 +84,7 @@ TEST_P(GoldenModelTest, LogitsMatchTransformersForEveryChunking) {
       std::unique_ptr<KvCache> cache = std::move(*cache_or);
       std::vector<float> logits;
       ASSERT_TRUE(engine.Prefill(seq.ids, LogitsFor::kAll, *cache, &logits).ok());
+      ASSERT_EQ(logits.size(), seq.logits.size() * seq.logits[0].size());
       // f32: max abs error <= 1e-4 x max |logit| (the bound).
       const double err = NormalisedError(logits, seq.logits);
       std::printf("%s len %zu chunk %lld: error vs transformers f32 %.2e\n",
@@ -118,6 +127,29 @@ TEST_P(GoldenModelTest, GreedyContinuationIsIdentical) {
       ASSERT_TRUE(r.ok()) << r.status();
       EXPECT_EQ(r->tokens, seq.greedy) << dir << " chunk " << chunk;
     }
+  }
+}
+
+// score's log-probabilities against log_softmax of the transformers logits.
+TEST_P(GoldenModelTest, ScoreMatchesTransformersLogSoftmax) {
+  const std::string dir = std::string("tests/golden/") + GetParam().name;
+  auto model = LlamaModel::Load(dir);
+  ASSERT_TRUE(model.ok()) << model.status();
+  for (const Sequence& seq : ReadGolden(dir + "/golden.json")) {
+    Engine engine(**model, {.threads = 2, .prefill_chunk = 7, .cache = {}});
+    auto r = engine.Score(seq.ids);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->logprobs.size(), seq.ids.size() - 1);
+    double nll = 0;
+    for (size_t i = 0; i + 1 < seq.ids.size(); ++i) {
+      const std::vector<float>& row = seq.logits[i];
+      double mx = *std::max_element(row.begin(), row.end()), sum = 0;
+      for (float v : row) sum += std::exp(v - mx);
+      const double want = row[seq.ids[i + 1]] - mx - std::log(sum);
+      EXPECT_NEAR(r->logprobs[i], want, 1e-4) << dir << " position " << i;
+      nll -= want;
+    }
+    EXPECT_NEAR(r->nll, nll, 1e-3 * seq.ids.size());
   }
 }
 
