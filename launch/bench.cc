@@ -20,6 +20,7 @@
 #include "launch/flags.h"
 #include "kernels/sampling.h"
 #include "models/llama.h"
+#include "runtime/engine.h"
 
 namespace kvfold {
 namespace {
@@ -126,55 +127,44 @@ absl::Status RunBench() {
   const int64_t chunk = absl::GetFlag(FLAGS_prefill_chunk);
   const int repeats = absl::GetFlag(FLAGS_repeats);
   if (layers < 0) return absl::InvalidArgumentError("--bench_layers must be >= 0");
-  if (prompt < 1 || decode < 1 || chunk < 1 || repeats < 1) {
+  if (prompt < 1 || decode < 1 || repeats < 1) {
     return absl::InvalidArgumentError(
-        "--prefill_tokens, --decode_tokens, --prefill_chunk and --repeats "
-        "must be >= 1");
+        "--prefill_tokens, --decode_tokens and --repeats must be >= 1");
   }
   KVFOLD_RETURN_IF_ERROR(CheckEngineFlags());
   if (layers > 0) c.num_layers = layers;
 
+  // The engine's pool runs the model; this one, of the same size, measures
+  // the machine (bandwidth, plain sgemm).
   ThreadPool pool(absl::GetFlag(FLAGS_threads));
   OpTimers timers;
-  Stream stream{Device::Cpu(), &pool, nullptr, &timers};
+  EngineOptions options = EngineOptionsFromFlags();
+  options.timers = &timers;
   auto t0 = Clock::now();
   std::unique_ptr<LlamaModel> model = LlamaModel::Random(c, 1234);
   const double init_seconds = Since(t0);
+  Engine engine(*model, options);
 
   std::vector<int32_t> tokens(prompt);
   for (int64_t i = 0; i < prompt; ++i) tokens[i] = int32_t((i * 7919) % c.vocab_size);
-  std::vector<float> logits(c.vocab_size);
-  ForwardScratch scratch;
+  std::vector<float> logits;
   std::vector<double> prefill_secs, gemm_gflops, decode_secs, decode_gemm_share;
   // The machine's bandwidth is measured right after each decode run (a
   // shared machine's bandwidth drifts), and the ratio taken per run.
   const std::vector<float> bw_buf(int64_t{1} << 28, 1.0f);  // 1 GiB
   std::vector<double> bandwidths, decode_ratios;
   for (int r = 0; r < repeats; ++r) {
-    FullKvCache cache(model->cache_shape());
+    KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<KvCache> cache, engine.NewCache());
     timers = {};
     t0 = Clock::now();
-    std::vector<int32_t> pos;
-    for (int64_t b = 0; b < prompt; b += chunk) {
-      const int64_t len = std::min(chunk, prompt - b);
-      pos.resize(len);
-      std::iota(pos.begin(), pos.end(), int32_t(b));
-      const bool last = b + len == prompt;
-      KVFOLD_RETURN_IF_ERROR(model->Forward(
-          stream, absl::MakeConstSpan(tokens).subspan(b, len), pos,
-          last ? LogitsFor::kLast : LogitsFor::kNone, cache, scratch,
-          logits.data()));
-    }
+    KVFOLD_RETURN_IF_ERROR(engine.Prefill(tokens, LogitsFor::kLast, *cache, &logits));
     prefill_secs.push_back(Since(t0));
     gemm_gflops.push_back(timers.matmul_flops / timers.matmul_seconds / 1e9);
     timers = {};
     t0 = Clock::now();
     for (int64_t i = 0; i < decode; ++i) {
       const int32_t tok = Argmax(logits.data(), c.vocab_size);
-      const int32_t p = int32_t(prompt + i);
-      KVFOLD_RETURN_IF_ERROR(model->Forward(stream, {&tok, 1}, {&p, 1},
-                                            LogitsFor::kLast, cache, scratch,
-                                            logits.data()));
+      KVFOLD_RETURN_IF_ERROR(engine.Decode(tok, *cache, &logits));
     }
     decode_secs.push_back(Since(t0));
     decode_gemm_share.push_back(timers.matmul_seconds / decode_secs.back());

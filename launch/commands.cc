@@ -9,7 +9,7 @@
 #include "absl/strings/str_split.h"
 #include "kernels/status_macros.h"
 #include "launch/flags.h"
-#include "models/config.h"
+#include "models/files.h"
 #include "runtime/engine.h"
 
 namespace kvfold {
@@ -49,26 +49,22 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> ModelFromFlags() {
   return LlamaModel::Load(dir);
 }
 
+// Prefixes "--" to a validation message, which names the field as its flag.
+absl::Status AsFlagError(const absl::Status& s) {
+  if (s.ok()) return s;
+  return absl::Status(s.code(), absl::StrCat("--", s.message()));
+}
+
+}  // namespace
+
 EngineOptions EngineOptionsFromFlags() {
   return {.threads = absl::GetFlag(FLAGS_threads),
           .prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk),
           .cache = {}};
 }
 
-}  // namespace
-
-// Validates the cheap flags before a (possibly large) model is loaded.
 absl::Status CheckEngineFlags() {
-  if (absl::GetFlag(FLAGS_prefill_chunk) < 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--prefill_chunk must be >= 1, got ", absl::GetFlag(FLAGS_prefill_chunk)));
-  }
-  const int threads = absl::GetFlag(FLAGS_threads);
-  if (threads < 0 || threads > kMaxThreads) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--threads must be in [0, ", kMaxThreads, "], got ", threads));
-  }
-  return absl::OkStatus();
+  return AsFlagError(ValidateEngineOptions(EngineOptionsFromFlags()));
 }
 
 namespace {
@@ -89,13 +85,7 @@ absl::Status RunGenerate() {
   opts.sampling.top_p = static_cast<float>(absl::GetFlag(FLAGS_top_p));
   opts.seed = absl::GetFlag(FLAGS_seed);
   opts.stop_at_eos = !absl::GetFlag(FLAGS_ignore_eos);
-  if (absl::Status s = ValidateSamplingParams(opts.sampling); !s.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("--", s.message()));
-  }
-  if (opts.max_new_tokens < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--max_new_tokens must be >= 0, got ", opts.max_new_tokens));
-  }
+  KVFOLD_RETURN_IF_ERROR(AsFlagError(ValidateGenerateOptions(opts)));
   KVFOLD_ASSIGN_OR_RETURN(std::vector<int32_t> prompt, IdsFromFlags());
   KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model, ModelFromFlags());
   Engine engine(*model, EngineOptionsFromFlags());

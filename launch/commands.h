@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "runtime/engine.h"
 
 namespace kvfold {
 
@@ -15,7 +16,9 @@ namespace kvfold {
 absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& text,
                                               const std::string& source);
 
-// --prefill_chunk and --threads, checked before anything is loaded.
+// Engine options from --threads and --prefill_chunk, and their check (done
+// before a possibly large model is loaded).
+EngineOptions EngineOptionsFromFlags();
 absl::Status CheckEngineFlags();
 
 absl::Status RunGenerate();  // flags: --model --ids|--ids_file, sampling

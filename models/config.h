@@ -51,10 +51,6 @@ struct ModelConfig {
   int64_t NumParameters() const;
 };
 
-// Reads a whole (small) text file, with a size limit; errors name the path.
-absl::StatusOr<std::string> ReadTextFile(const std::string& path,
-                                         size_t max_bytes);
-
 }  // namespace kvfold
 
 #endif  // KVFOLD_MODELS_CONFIG_H_

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -168,17 +169,23 @@ void Ensure(Tensor& t, Shape shape) {
   }
 }
 
-// y[n, out] = x[n, in] . W^T (+ bias)
+// y[n, out] = x[n, in] . W^T (+ bias), or y += that when `accumulate`
+// (row-parallel outputs added straight into the residual stream).
 absl::Status Linear(const Stream& s, const float* x, int64_t n,
-                    const Tensor& w, const Tensor& bias, float* y) {
+                    const Tensor& w, const Tensor& bias, float* y,
+                    bool accumulate = false) {
   const int64_t out = w.dim(0), in = w.dim(1);
   if (!bias.empty()) {
     for (int64_t r = 0; r < n; ++r) {
-      std::memcpy(y + r * out, bias.as<float>(), out * sizeof(float));
+      if (accumulate) {
+        KVFOLD_RETURN_IF_ERROR(AddInPlace(s, y + r * out, bias.as<float>(), out));
+      } else {
+        std::memcpy(y + r * out, bias.as<float>(), out * sizeof(float));
+      }
     }
   }
   return MatMulNT(s, x, in, w.as<float>(), in, y, out, n, out, in,
-                  /*accumulate=*/!bias.empty());
+                  /*accumulate=*/accumulate || !bias.empty());
 }
 
 }  // namespace
@@ -221,17 +228,9 @@ absl::Status LlamaModel::Attention(const Stream& s, int layer,
   KVFOLD_RETURN_IF_ERROR(kvfold::Attention(s, a));
   KVFOLD_RETURN_IF_ERROR(
       cache.AfterAttention(layer, {a.col_sums, nullptr, n}));
-  // x += attn . Wo^T (+ bo), accumulated straight into the residual stream.
-  float* x = sc.x.as<float>();
-  if (!l.bo.empty()) {
-    for (int64_t r = 0; r < n; ++r) {
-      KVFOLD_RETURN_IF_ERROR(AddInPlace(s, x + r * c.hidden_size,
-                                        l.bo.as<float>(), c.hidden_size));
-    }
-  }
-  return MatMulNT(s, sc.attn.as<float>(), c.q_dim(), l.wo.as<float>(),
-                  c.q_dim(), x, c.hidden_size, n, c.hidden_size, c.q_dim(),
-                  /*accumulate=*/true);
+  // x += attn . Wo^T (+ bo)
+  return Linear(s, sc.attn.as<float>(), n, l.wo, l.bo, sc.x.as<float>(),
+                /*accumulate=*/true);
 }
 
 absl::Status LlamaModel::Forward(const Stream& s,
@@ -279,9 +278,8 @@ absl::Status LlamaModel::Forward(const Stream& s,
     KVFOLD_RETURN_IF_ERROR(Linear(s, xn, n, l.w_up, Tensor(), sc.up.as<float>()));
     KVFOLD_RETURN_IF_ERROR(SiluMul(s, sc.gate.as<float>(), sc.up.as<float>(),
                                    sc.gate.as<float>(), n * inter));
-    KVFOLD_RETURN_IF_ERROR(MatMulNT(s, sc.gate.as<float>(), inter,
-                                    l.w_down.as<float>(), inter, x, h, n, h,
-                                    inter, /*accumulate=*/true));
+    KVFOLD_RETURN_IF_ERROR(Linear(s, sc.gate.as<float>(), n, l.w_down, Tensor(),
+                                  x, /*accumulate=*/true));
   }
   if (which == LogitsFor::kNone) return absl::OkStatus();
   // Only the rows whose logits are wanted go through the final norm and head.
@@ -290,8 +288,7 @@ absl::Status LlamaModel::Forward(const Stream& s,
   KVFOLD_RETURN_IF_ERROR(RmsNorm(s, x + first * h, w_.final_norm.as<float>(),
                                  c.rms_norm_eps, xn, rows, h));
   const Tensor& head = w_.lm_head.empty() ? w_.embed : w_.lm_head;
-  return MatMulNT(s, xn, h, head.as<float>(), h, logits, c.vocab_size, rows,
-                  c.vocab_size, h, /*accumulate=*/false);
+  return Linear(s, xn, rows, head, Tensor(), logits);
 }
 
 }  // namespace kvfold

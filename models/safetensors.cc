@@ -9,10 +9,8 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <optional>
-#include <sstream>
 #include <string_view>
 #include <tuple>
 #include <utility>
@@ -22,6 +20,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
+#include "models/files.h"
 
 namespace kvfold {
 namespace {
@@ -257,21 +256,6 @@ absl::Status ParseFile(const std::string& path, const uint8_t* bytes,
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> ReadSmallFile(const std::string& path) {
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
-    return absl::NotFoundError(absl::StrCat(path, ": no such file"));
-  }
-  if (static_cast<uint64_t>(st.st_size) > kMaxSafetensorsHeaderBytes) {
-    return Invalid(path, ": ", st.st_size, " bytes is too large");
-  }
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream contents;
-  contents << in.rdbuf();
-  if (!in) return absl::DataLossError(absl::StrCat(path, ": read failed"));
-  return contents.str();
-}
-
 // Checks shared by LoadF32 and LoadRowsF32: stored shape and dtype.
 absl::StatusOr<DType> CheckWeight(const std::string& path,
                                   const TensorEntry& entry,
@@ -369,7 +353,7 @@ absl::StatusOr<std::unique_ptr<WeightStore>> WeightStore::Open(
                             SafetensorsFile::Open(path));
     store->files_.push_back(std::move(file));
   } else {
-    KVFOLD_ASSIGN_OR_RETURN(const std::string text, ReadSmallFile(index_path));
+    KVFOLD_ASSIGN_OR_RETURN(const std::string text, ReadTextFile(index_path, kMaxSafetensorsHeaderBytes));
     KVFOLD_ASSIGN_OR_RETURN(
         const Json index,
         ParseJson(text.data(), text.data() + text.size(), index_path, "index"));

@@ -33,6 +33,7 @@ Engine::Engine(const LlamaModel& model, const EngineOptions& options)
     : model_(model), options_(options), pool_(options.threads) {
   stream_.device = Device::Cpu();
   stream_.pool = &pool_;
+  stream_.timers = options.timers;
 }
 
 absl::Status Engine::CheckWindow(int64_t tokens) const {
@@ -47,14 +48,23 @@ absl::Status Engine::CheckWindow(int64_t tokens) const {
   return absl::OkStatus();
 }
 
-absl::Status Engine::Validate() const {
-  if (options_.prefill_chunk < 1) {
+absl::Status ValidateEngineOptions(const EngineOptions& options) {
+  if (options.prefill_chunk < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "prefill_chunk must be >= 1, got ", options_.prefill_chunk));
+        "prefill_chunk must be >= 1, got ", options.prefill_chunk));
   }
-  if (options_.threads < 0 || options_.threads > kMaxThreads) {
+  if (options.threads < 0 || options.threads > kMaxThreads) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "threads must be in [0, ", kMaxThreads, "], got ", options_.threads));
+        "threads must be in [0, ", kMaxThreads, "], got ", options.threads));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateGenerateOptions(const GenerateOptions& options) {
+  KVFOLD_RETURN_IF_ERROR(ValidateSamplingParams(options.sampling));
+  if (options.max_new_tokens < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_new_tokens must be >= 0, got ", options.max_new_tokens));
   }
   return absl::OkStatus();
 }
@@ -66,7 +76,7 @@ absl::StatusOr<std::unique_ptr<KvCache>> Engine::NewCache() const {
 absl::Status Engine::Prefill(absl::Span<const int32_t> tokens,
                              LogitsFor which, KvCache& cache,
                              std::vector<float>* logits) {
-  KVFOLD_RETURN_IF_ERROR(Validate());
+  KVFOLD_RETURN_IF_ERROR(ValidateEngineOptions(options_));
   const int64_t n = static_cast<int64_t>(tokens.size());
   const ModelConfig& c = model_.config();
   const int64_t vocab = c.vocab_size;
@@ -98,13 +108,18 @@ absl::Status Engine::Prefill(absl::Span<const int32_t> tokens,
   return absl::OkStatus();
 }
 
+absl::Status Engine::Decode(int32_t token, KvCache& cache,
+                            std::vector<float>* logits) {
+  const int32_t pos = static_cast<int32_t>(cache.tokens_seen());
+  KVFOLD_RETURN_IF_ERROR(CheckWindow(pos + 1));
+  logits->resize(model_.config().vocab_size);
+  return model_.Forward(stream_, {&token, 1}, {&pos, 1}, LogitsFor::kLast,
+                        cache, scratch_, logits->data());
+}
+
 absl::StatusOr<GenerateResult> Engine::Generate(
     absl::Span<const int32_t> prompt, const GenerateOptions& options) {
-  KVFOLD_RETURN_IF_ERROR(ValidateSamplingParams(options.sampling));
-  if (options.max_new_tokens < 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "max_new_tokens must be >= 0, got ", options.max_new_tokens));
-  }
+  KVFOLD_RETURN_IF_ERROR(ValidateGenerateOptions(options));
   if (prompt.empty()) return absl::InvalidArgumentError("empty prompt");
   const ModelConfig& c = model_.config();
   GenerateResult result;
@@ -127,11 +142,7 @@ absl::StatusOr<GenerateResult> Engine::Generate(
       break;
     }
     if (step + 1 == options.max_new_tokens) break;  // no forward for unused logits
-    const int32_t pos = static_cast<int32_t>(cache->tokens_seen());
-    KVFOLD_RETURN_IF_ERROR(CheckWindow(pos + 1));
-    KVFOLD_RETURN_IF_ERROR(model_.Forward(stream_, {&next, 1}, {&pos, 1},
-                                          LogitsFor::kLast, *cache, scratch_,
-                                          logits.data()));
+    KVFOLD_RETURN_IF_ERROR(Decode(next, *cache, &logits));
   }
   result.decode_seconds = Seconds(t0);
   result.cache_bytes = cache->bytes();
@@ -142,7 +153,7 @@ absl::StatusOr<ScoreResult> Engine::Score(absl::Span<const int32_t> tokens) {
   if (tokens.size() < 2) {
     return absl::InvalidArgumentError("score needs at least two tokens");
   }
-  KVFOLD_RETURN_IF_ERROR(Validate());
+  KVFOLD_RETURN_IF_ERROR(ValidateEngineOptions(options_));
   KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<KvCache> cache, NewCache());
   const int64_t n = static_cast<int64_t>(tokens.size());
   const int64_t vocab = model_.config().vocab_size;

@@ -24,7 +24,12 @@ struct EngineOptions {
   int threads = 0;              // 0 = one per core
   int64_t prefill_chunk = 512;  // tokens per prefill forward call
   CacheConfig cache;            // the policy of every request's cache
+  OpTimers* timers = nullptr;   // where op time is accounted (benchmarks)
 };
+
+// Checks of option values, shared by the engine and the CLI (which checks
+// them before loading a model). Messages name the field as its flag.
+absl::Status ValidateEngineOptions(const EngineOptions& options);
 
 struct GenerateOptions {
   int64_t max_new_tokens = 16;
@@ -32,6 +37,8 @@ struct GenerateOptions {
   uint64_t seed = 0;
   bool stop_at_eos = true;      // stop after emitting an eos_token_id
 };
+
+absl::Status ValidateGenerateOptions(const GenerateOptions& options);
 
 struct GenerateResult {
   std::vector<int32_t> tokens;  // the new tokens only
@@ -52,7 +59,6 @@ class Engine {
  public:
   Engine(const LlamaModel& model, const EngineOptions& options);
 
-  absl::Status Validate() const;
   const LlamaModel& model() const { return model_; }
   const Stream& stream() const { return stream_; }
 
@@ -62,6 +68,10 @@ class Engine {
   // prefill_chunk. Logits as `which` says, [1 or tokens.size(), vocab].
   absl::Status Prefill(absl::Span<const int32_t> tokens, LogitsFor which,
                        KvCache& cache, std::vector<float>* logits);
+
+  // One decode step: feeds `token` at position cache.tokens_seen() and
+  // writes the next-token logits [vocab] to `logits`.
+  absl::Status Decode(int32_t token, KvCache& cache, std::vector<float>* logits);
 
   absl::StatusOr<GenerateResult> Generate(absl::Span<const int32_t> prompt,
                                           const GenerateOptions& options);

@@ -157,7 +157,8 @@ INSTANTIATE_TEST_SUITE_P(
     Checkpoints, GoldenModelTest,
     ::testing::Values(Fixture{"llama3_f32", 0}, Fixture{"mistral_gqa_f32", 0},
                       Fixture{"qwen2_bias_tied_bf16", 0.05},
-                      Fixture{"llama_f16", 0.03}),
+                      Fixture{"llama_f16", 0.03},
+                      Fixture{"llama_attn_bias_f32", 0}),
     [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace

@@ -166,6 +166,27 @@ MODEL_SPECS = [
         max_shard_size=None,
         seed=4056,
     ),
+    dict(
+        # Llama with attention_bias: q/k/v and o_proj biases.
+        name="llama_attn_bias_f32",
+        model_cls=LlamaForCausalLM,
+        config_cls=LlamaConfig,
+        config=dict(
+            vocab_size=256,
+            hidden_size=32,
+            intermediate_size=48,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            attention_bias=True,
+            max_position_embeddings=256,
+            tie_word_embeddings=False,
+            initializer_range=0.3,
+        ),
+        storage_dtype="float32",
+        max_shard_size=None,
+        seed=5002,
+    ),
 ]
 
 # Std of the random perturbations applied on top of HF's default init.
