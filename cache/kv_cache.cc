@@ -57,6 +57,25 @@ LayerSlots LayerSlots::Copy() const {
   return c;
 }
 
+void KvCache::RopePositions(int, const int32_t* absolute, int64_t n,
+                            int32_t* rope) const {
+  std::copy(absolute, absolute + n, rope);
+}
+
+CacheStats KvCache::Stats() const {
+  CacheStats st;
+  st.tokens_seen = tokens_seen();
+  for (int layer = 0; layer < shape().num_layers; ++layer) {
+    st.slots_held += View(layer).length;
+  }
+  if (st.slots_held > 0) {
+    st.compression_ratio =
+        double(st.tokens_seen) * shape().num_layers / st.slots_held;
+  }
+  st.bytes = bytes();
+  return st;
+}
+
 FullKvCache::FullKvCache(const CacheShape& shape)
     : shape_(shape), layers_(shape.num_layers) {}
 
@@ -71,7 +90,8 @@ absl::Status FullKvCache::Append(int layer, const float* k, const float* v,
 
 LayerView FullKvCache::View(int layer) const {
   const LayerSlots& s = layers_[layer];
-  return {s.keys.as<float>(), s.values.as<float>(), s.length, s.capacity()};
+  return {s.keys.as<float>(), s.values.as<float>(), s.positions.as<int32_t>(),
+          s.length, s.capacity()};
 }
 
 int64_t FullKvCache::tokens_seen() const {

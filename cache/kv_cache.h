@@ -1,9 +1,10 @@
 // The KV cache interface the forward pass writes to and attends over, the
 // per-layer slot storage, and the full (uncompressed) cache.
 //
-// Compression policies (later) implement KvCache and keep a fixed number of
-// slots per layer; the model only appends a chunk, attends over View(), and
-// reports the chunk's attention statistics through AfterAttention().
+// Compression policies (compressed_cache.h) implement KvCache and keep a fixed
+// number of slots per layer; the model only appends a chunk, attends over
+// View(), and reports the chunk's attention statistics through
+// AfterAttention().
 #ifndef KVFOLD_CACHE_KV_CACHE_H_
 #define KVFOLD_CACHE_KV_CACHE_H_
 
@@ -20,12 +21,16 @@ struct CacheShape {
   int64_t num_layers = 0;
   int64_t kv_heads = 0;
   int64_t head_dim = 0;
+  // RoPE frequencies [head_dim / 2]; needed only by a policy that re-rotates
+  // cached keys (StreamingLLM position re-indexing).
+  std::vector<float> rope_inv_freq;
 };
 
 // What attention reads for one layer.
 struct LayerView {
   const float* keys = nullptr;    // [kv_heads, stride, head_dim], post-RoPE
   const float* values = nullptr;  // [kv_heads, stride, head_dim]
+  const int32_t* positions = nullptr;  // [kv_heads, stride], absolute
   int64_t length = 0;             // slots in use (the chunk's are the last)
   int64_t stride = 0;             // slots allocated per head
 };
@@ -54,6 +59,22 @@ struct LayerSlots {
   LayerSlots Copy() const;
 };
 
+// Where a request is; policies compress differently in each phase.
+enum class CachePhase {
+  kPrefill,  // prompt chunks: compress to the budget after each chunk
+  kAppend,   // a question-agnostic question: appended as is, no compression
+  kDecode,   // generated tokens: policies that evict in decode keep the size
+             // the cache had when decoding began
+};
+
+// Per-document accounting, reported with every result.
+struct CacheStats {
+  int64_t tokens_seen = 0;
+  int64_t slots_held = 0;       // per KV head, summed over layers
+  double compression_ratio = 1;  // tokens_seen * layers / slots_held
+  int64_t bytes = 0;            // key/value storage allocated
+};
+
 class KvCache {
  public:
   virtual ~KvCache() = default;
@@ -63,11 +84,16 @@ class KvCache {
   virtual absl::Status Append(int layer, const float* k, const float* v,
                               const int32_t* positions, int64_t n) = 0;
   virtual LayerView View(int layer) const = 0;
-  // Whether attention must emit column sums of its probabilities for the
-  // policy (costs a pass; the full cache does not need them).
-  virtual bool NeedsColumnSums() const = 0;
+  // How many of a chunk's last queries attention must sum into column sums
+  // for the policy: 0 = none (costs nothing), `chunk` = all of them.
+  virtual int64_t ColumnSumQueries(int64_t chunk) const = 0;
   // Called once per layer after the chunk's attention: policies compress here.
   virtual absl::Status AfterAttention(int layer, const ChunkStats& stats) = 0;
+  // RoPE positions for the next chunk's queries and keys of `layer`: the
+  // absolute ones, unless the policy re-indexes positions inside the cache.
+  virtual void RopePositions(int layer, const int32_t* absolute, int64_t n,
+                             int32_t* rope) const;
+  virtual void SetPhase(CachePhase phase) {}
 
   virtual const CacheShape& shape() const = 0;
   // Tokens appended so far (per layer; equal across layers between calls).
@@ -76,6 +102,8 @@ class KvCache {
   virtual int64_t bytes() const = 0;
   // A deep copy (one compressed document, many questions).
   virtual std::unique_ptr<KvCache> Clone() const = 0;
+
+  CacheStats Stats() const;
 };
 
 // Keeps every token: the baseline and the reference for all policies.
@@ -86,7 +114,7 @@ class FullKvCache : public KvCache {
   absl::Status Append(int layer, const float* k, const float* v,
                       const int32_t* positions, int64_t n) override;
   LayerView View(int layer) const override;
-  bool NeedsColumnSums() const override { return false; }
+  int64_t ColumnSumQueries(int64_t) const override { return 0; }
   absl::Status AfterAttention(int layer, const ChunkStats& stats) override {
     return absl::OkStatus();
   }

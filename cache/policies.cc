@@ -3,18 +3,246 @@
 #include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/text_format.h>
 
+#include <algorithm>
+#include <cmath>
+
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "cache/compressed_cache.h"
+#include "cache/compressors.h"
 
 namespace kvfold {
 
-absl::StatusOr<std::unique_ptr<KvCache>> MakeCache(const CacheConfig& config,
-                                                   const CacheShape& shape) {
-  switch (config.policy_case()) {
-    case CacheConfig::kFull:
-    case CacheConfig::POLICY_NOT_SET:  // no policy given: keep everything
-      return std::unique_ptr<KvCache>(std::make_unique<FullKvCache>(shape));
+namespace {
+
+using Error = absl::Status;
+
+Error Invalid(const std::string& policy, const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat("cache ", policy, ": ", what));
+}
+
+// A config with its defaults filled in and its budgets per layer.
+struct Resolved {
+  std::vector<int64_t> budgets;
+  std::shared_ptr<const Compressor> compressor;  // null: full cache
+};
+
+// An optional field's value, or `fallback` when unset.
+template <typename T>
+int64_t Or(bool has, T value, int64_t fallback) {
+  return has ? static_cast<int64_t>(value) : fallback;
+}
+
+absl::StatusOr<Resolved> Resolve(const CacheConfig& c, int64_t num_layers,
+                                 int64_t max_chunk) {
+  const std::string name = PolicyName(c);
+  Resolved r;
+  if (c.policy_case() == CacheConfig::kFull ||
+      c.policy_case() == CacheConfig::POLICY_NOT_SET) {
+    if (c.slots() != 0 || c.layer_slots_size() != 0) {
+      return Invalid(name, "keeps every token; slots and layer_slots do not apply");
+    }
+    return r;
   }
-  return absl::InvalidArgumentError("unknown cache policy");
+  // The budget: `slots` for every layer, or one per layer.
+  if (c.slots() < 0) return Invalid(name, absl::StrCat("slots must be > 0, got ", c.slots()));
+  if (c.slots() > 0 && c.layer_slots_size() > 0) {
+    return Invalid(name, "give slots or layer_slots, not both");
+  }
+  if (c.slots() == 0 && c.layer_slots_size() == 0) {
+    return Invalid(name, "needs a budget: slots (--cache_slots) or layer_slots");
+  }
+  if (c.layer_slots_size() > 0) {
+    if (c.policy_case() == CacheConfig::kPyramidkv) {
+      return Invalid(name, "computes its own layer budgets; give slots, not layer_slots");
+    }
+    if (c.layer_slots_size() != num_layers) {
+      return Invalid(name, absl::StrCat("layer_slots has ", c.layer_slots_size(),
+                                        " budgets but the model has ",
+                                        num_layers, " layers"));
+    }
+    for (int i = 0; i < c.layer_slots_size(); ++i) {
+      if (c.layer_slots(i) <= 0) {
+        return Invalid(name, absl::StrCat("layer_slots[", i, "] must be > 0, got ",
+                                          c.layer_slots(i)));
+      }
+      r.budgets.push_back(c.layer_slots(i));
+    }
+  } else {
+    r.budgets.assign(num_layers, c.slots());
+  }
+  // The smallest budget is the one every window must fit in.
+  const int64_t budget = *std::min_element(r.budgets.begin(), r.budgets.end());
+  auto check_window = [&](int64_t window, bool has) -> Error {
+    const std::string label = has ? "" : " (the default)";
+    if (window < 1) return Invalid(name, absl::StrCat("window must be >= 1, got ", window));
+    if (window >= budget) {
+      return Invalid(name, absl::StrCat("budget ", budget, " must be larger than the window ",
+                                        window, label));
+    }
+    if (window > max_chunk) {
+      return Invalid(name, absl::StrCat("window ", window, label,
+                                        " is larger than the prefill chunk ", max_chunk,
+                                        " (its queries must be in one chunk)"));
+    }
+    return absl::OkStatus();
+  };
+  auto check_kernel = [&](int64_t kernel) -> Error {
+    if (kernel < 1 || kernel % 2 == 0) {
+      return Invalid(name, absl::StrCat("kernel must be odd and >= 1, got ", kernel));
+    }
+    return absl::OkStatus();
+  };
+
+  switch (c.policy_case()) {
+    case CacheConfig::kStreaming: {
+      const StreamingPolicy& p = c.streaming();
+      const int64_t sinks = Or(p.has_sinks(), p.sinks(), 4);
+      if (sinks < 0) return Invalid(name, absl::StrCat("sinks must be >= 0, got ", sinks));
+      const int64_t window = Or(p.has_window(), p.window(), budget - sinks);
+      if (window < 1) {
+        return Invalid(name, absl::StrCat("budget ", budget, " is smaller than sinks ", sinks,
+                                          " + a window of at least 1"));
+      }
+      if (sinks + window > budget) {
+        return Invalid(name, absl::StrCat("budget ", budget, " is smaller than sinks ", sinks,
+                                          " + window ", window));
+      }
+      // A window given explicitly caps every layer at sinks + window.
+      if (p.has_window()) {
+        for (int64_t& b : r.budgets) b = std::min(b, sinks + window);
+      }
+      r.compressor = MakeStreamingCompressor(sinks, p.reindex_positions());
+      return r;
+    }
+    case CacheConfig::kH2O: {
+      const H2OPolicy& p = c.h2o();
+      const int64_t window = Or(p.has_window(), p.window(), budget / 2);
+      if (window < 0) return Invalid(name, absl::StrCat("window must be >= 0, got ", window));
+      if (window >= budget) {
+        return Invalid(name, absl::StrCat("budget ", budget, " must be larger than the window ",
+                                          window, " (room for heavy hitters)"));
+      }
+      r.compressor = MakeH2OCompressor(window, p.average_over_queries());
+      return r;
+    }
+    case CacheConfig::kSnapkv: {
+      const SnapKVPolicy& p = c.snapkv();
+      const int64_t window = Or(p.has_window(), p.window(), 32);
+      const int64_t kernel = Or(p.has_kernel(), p.kernel(), 5);
+      if (Error e = check_window(window, p.has_window()); !e.ok()) return e;
+      if (Error e = check_kernel(kernel); !e.ok()) return e;
+      r.compressor = MakeSnapKVCompressor(window, kernel);
+      return r;
+    }
+    case CacheConfig::kPyramidkv: {
+      const PyramidKVPolicy& p = c.pyramidkv();
+      const int64_t window = Or(p.has_window(), p.window(), 32);
+      const int64_t kernel = Or(p.has_kernel(), p.kernel(), 5);
+      const int64_t beta = Or(p.has_beta(), p.beta(), 20);
+      if (Error e = check_window(window, p.has_window()); !e.ok()) return e;
+      if (Error e = check_kernel(kernel); !e.ok()) return e;
+      if (beta < 1) return Invalid(name, absl::StrCat("beta must be >= 1, got ", beta));
+      r.budgets = PyramidBudgets(budget, window, beta, num_layers);
+      for (int64_t b : r.budgets) {
+        if (b <= window) {
+          return Invalid(name, absl::StrCat("layer budgets [", absl::StrJoin(r.budgets, ","),
+                                            "] leave a layer no slots beyond the window ",
+                                            window, "; raise slots or lower beta"));
+        }
+      }
+      r.compressor = MakeSnapKVCompressor(window, kernel);
+      return r;
+    }
+    case CacheConfig::kKvmerger: {
+      const KVMergerPolicy& p = c.kvmerger();
+      KVMergerParams m;
+      m.window = Or(p.has_window(), p.window(), budget / 8);
+      m.heavy = Or(p.has_heavy(), p.heavy(), budget / 8);
+      m.sigma = p.has_sigma() ? p.sigma() : 5.0f;
+      m.scale_values_by_size = p.value_norm() == KVMergerPolicy::SCALED_BY_SIZE;
+      if (m.window < 0 || m.heavy < 0) {
+        return Invalid(name, absl::StrCat("window and heavy must be >= 0, got ", m.window,
+                                          " and ", m.heavy));
+      }
+      if (m.window + m.heavy >= budget) {
+        return Invalid(name, absl::StrCat("budget ", budget, " must be larger than window ",
+                                          m.window, " + heavy ", m.heavy,
+                                          " (room for merged slots)"));
+      }
+      if (!(m.sigma > 0) || !std::isfinite(m.sigma)) {
+        return Invalid(name, absl::StrCat("sigma must be a positive number, got ", m.sigma));
+      }
+      r.compressor = MakeKVMergerCompressor(m);
+      return r;
+    }
+    default:
+      return Invalid(name, "unknown policy");
+  }
+}
+
+}  // namespace
+
+absl::Status ValidateCacheConfig(const CacheConfig& config, int64_t num_layers,
+                                 int64_t max_chunk) {
+  return Resolve(config, num_layers, max_chunk).status();
+}
+
+absl::StatusOr<std::vector<int64_t>> LayerBudgets(const CacheConfig& config,
+                                                  int64_t num_layers,
+                                                  int64_t max_chunk) {
+  absl::StatusOr<Resolved> r = Resolve(config, num_layers, max_chunk);
+  if (!r.ok()) return r.status();
+  return r->budgets;
+}
+
+absl::StatusOr<std::unique_ptr<KvCache>> MakeCache(const CacheConfig& config,
+                                                   const CacheShape& shape,
+                                                   int64_t max_chunk) {
+  absl::StatusOr<Resolved> r = Resolve(config, shape.num_layers, max_chunk);
+  if (!r.ok()) return r.status();
+  if (r->compressor == nullptr) {
+    return std::unique_ptr<KvCache>(std::make_unique<FullKvCache>(shape));
+  }
+  if (r->compressor->ReindexesPositions() &&
+      static_cast<int64_t>(shape.rope_inv_freq.size()) * 2 != shape.head_dim) {
+    return Invalid(PolicyName(config),
+                   "reindex_positions needs the model's RoPE frequencies");
+  }
+  return std::unique_ptr<KvCache>(std::make_unique<CompressedKvCache>(
+      shape, std::move(r->budgets), max_chunk, std::move(r->compressor)));
+}
+
+std::string PolicyName(const CacheConfig& config) {
+  switch (config.policy_case()) {
+    case CacheConfig::kStreaming: return "streaming";
+    case CacheConfig::kH2O: return "h2o";
+    case CacheConfig::kSnapkv: return "snapkv";
+    case CacheConfig::kPyramidkv: return "pyramidkv";
+    case CacheConfig::kKvmerger: return "kvmerger";
+    default: return "full";
+  }
+}
+
+absl::Status SetPolicyByName(const std::string& name, CacheConfig* config) {
+  if (name == "full") {
+    config->mutable_full();
+  } else if (name == "streaming") {
+    config->mutable_streaming();
+  } else if (name == "h2o") {
+    config->mutable_h2o();
+  } else if (name == "snapkv") {
+    config->mutable_snapkv();
+  } else if (name == "pyramidkv") {
+    config->mutable_pyramidkv();
+  } else if (name == "kvmerger") {
+    config->mutable_kvmerger();
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unknown cache policy \"", name,
+        "\" (known: full, streaming, h2o, snapkv, pyramidkv, kvmerger)"));
+  }
+  return absl::OkStatus();
 }
 
 namespace {

@@ -1,9 +1,12 @@
-// Makes the KvCache a CacheConfig asks for.
+// Makes the KvCache a CacheConfig asks for, and checks a config against the
+// model and the prefill chunk before any work is done.
 #ifndef KVFOLD_CACHE_POLICIES_H_
 #define KVFOLD_CACHE_POLICIES_H_
 
+#include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "cache/cache_config.pb.h"
@@ -11,8 +14,28 @@
 
 namespace kvfold {
 
+// Every check of a config that needs only the layer count and the longest
+// prefill chunk: budgets vs sinks and windows, per-layer budget count,
+// window vs chunk, parameter ranges. Messages say which field and why.
+absl::Status ValidateCacheConfig(const CacheConfig& config, int64_t num_layers,
+                                 int64_t max_chunk);
+
+// The cache for one sequence. `max_chunk`: the longest chunk that will be
+// appended at once (the prefill chunk).
 absl::StatusOr<std::unique_ptr<KvCache>> MakeCache(const CacheConfig& config,
-                                                   const CacheShape& shape);
+                                                   const CacheShape& shape,
+                                                   int64_t max_chunk);
+
+// Slots per layer the config gives a model of `num_layers` (empty for the
+// full cache). The config must be valid.
+absl::StatusOr<std::vector<int64_t>> LayerBudgets(const CacheConfig& config,
+                                                  int64_t num_layers,
+                                                  int64_t max_chunk);
+
+// "full", "streaming", "h2o", "snapkv", "pyramidkv", "kvmerger".
+std::string PolicyName(const CacheConfig& config);
+// Selects the named policy (with default parameters) in `config`.
+absl::Status SetPolicyByName(const std::string& name, CacheConfig* config);
 
 // Parses a text-format CacheConfig; `source` names it in errors.
 absl::StatusOr<CacheConfig> ParseCacheConfig(const std::string& text,

@@ -9,9 +9,9 @@ TEST(PoliciesTest, FullFromTextProto) {
   auto config = ParseCacheConfig("full {}", "cache.txtpb");
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_TRUE(config->has_full());
-  auto cache = MakeCache(*config, {2, 1, 4});
+  auto cache = MakeCache(*config, {2, 1, 4}, 16);
   ASSERT_TRUE(cache.ok());
-  EXPECT_FALSE((*cache)->NeedsColumnSums());
+  EXPECT_EQ((*cache)->ColumnSumQueries(16), 0);
   EXPECT_EQ((*cache)->tokens_seen(), 0);
 }
 

@@ -69,6 +69,9 @@ struct AttentionArgs {
   float* col_sums = nullptr;  // [kv_heads, num_keys]: sum over queries and the
                               // query heads of each group of the probabilities
   float* lse = nullptr;       // [q_heads, num_queries]: log-sum-exp of logits
+  // Queries before this index are left out of col_sums (SnapKV sums only the
+  // last queries of a chunk, its observation window).
+  int64_t col_sums_from_query = 0;
   int64_t num_queries = 0;
   int64_t num_keys = 0;
   int64_t kv_stride = 0;      // slots allocated per KV head (>= num_keys)

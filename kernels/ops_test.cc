@@ -160,7 +160,7 @@ void ReferenceAttention(const AttentionArgs& a, std::vector<double>* out,
       (*lse)[h * a.num_queries + i] = mx + std::log(sum);
       for (int64_t j = 0; j < seen; ++j) {
         const double p = s[j] / sum;
-        (*cols)[g * a.num_keys + j] += p;
+        if (i >= a.col_sums_from_query) (*cols)[g * a.num_keys + j] += p;
         for (int64_t t = 0; t < d; ++t) {
           (*out)[(i * a.q_heads + h) * d + t] += p * a.v[(g * a.kv_stride + j) * d + t];
         }
@@ -171,10 +171,12 @@ void ReferenceAttention(const AttentionArgs& a, std::vector<double>* out,
 
 TEST_P(OpsTest, AttentionGqaWithCacheAndStats) {
   struct Case {
-    int64_t queries, keys, stride, q_heads, kv_heads, d;
+    int64_t queries, keys, stride, q_heads, kv_heads, d, cols_from;
   };
-  for (const Case& c : {Case{5, 23, 30, 6, 2, 10}, Case{70, 70, 71, 4, 4, 8},
-                        Case{1, 41, 41, 9, 3, 12}, Case{37, 101, 128, 8, 1, 16}}) {
+  for (const Case& c :
+       {Case{5, 23, 30, 6, 2, 10, 0}, Case{70, 70, 71, 4, 4, 8, 0},
+        Case{1, 41, 41, 9, 3, 12, 0}, Case{37, 101, 128, 8, 1, 16, 0},
+        Case{37, 101, 128, 8, 2, 16, 29}, Case{70, 70, 70, 4, 2, 8, 33}}) {
     auto q = Random(c.queries * c.q_heads * c.d, 11, 2.0f);
     auto k = Random(c.kv_heads * c.stride * c.d, 12);
     auto v = Random(c.kv_heads * c.stride * c.d, 13);
@@ -187,6 +189,7 @@ TEST_P(OpsTest, AttentionGqaWithCacheAndStats) {
     a.out = out.data();
     a.lse = lse.data();
     a.col_sums = cols.data();
+    a.col_sums_from_query = c.cols_from;
     a.num_queries = c.queries;
     a.num_keys = c.keys;
     a.kv_stride = c.stride;

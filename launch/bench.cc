@@ -36,34 +36,6 @@ double Median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-absl::StatusOr<ModelConfig> NamedShape(const std::string& name) {
-  ModelConfig c;
-  c.rms_norm_eps = 1e-5f;
-  if (name == "llama-3.2-1b") {
-    c.vocab_size = 128256, c.hidden_size = 2048, c.intermediate_size = 8192;
-    c.num_layers = 16, c.num_heads = 32, c.num_kv_heads = 8, c.head_dim = 64;
-    c.rope = {500000.0, 64, RopeScalingType::kLlama3, 32.0, 1.0, 4.0, 8192.0};
-    c.tie_word_embeddings = true;
-  } else if (name == "tinyllama-1.1b") {
-    c.vocab_size = 32000, c.hidden_size = 2048, c.intermediate_size = 5632;
-    c.num_layers = 22, c.num_heads = 32, c.num_kv_heads = 4, c.head_dim = 64;
-    c.rope.theta = 10000.0;
-    c.rope.rotary_dim = 64;
-  } else if (name == "smollm-135m") {
-    c.vocab_size = 49152, c.hidden_size = 576, c.intermediate_size = 1536;
-    c.num_layers = 30, c.num_heads = 9, c.num_kv_heads = 3, c.head_dim = 64;
-    c.rope.theta = 10000.0;
-    c.rope.rotary_dim = 64;
-    c.tie_word_embeddings = true;
-  } else {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--shape \"", name,
-        "\" is unknown (known: llama-3.2-1b, tinyllama-1.1b, smollm-135m)"));
-  }
-  c.max_position_embeddings = 131072;
-  return c;
-}
-
 // Read bandwidth: each thread streams its part of a buffer much larger than
 // the caches through OpenBLAS's (vectorised) sdot, as decode streams weights.
 // Returns GB/s; the first of the passes warms up.
@@ -119,8 +91,43 @@ double PlainSgemmGflops(const ModelConfig& c, int64_t rows, int threads,
 
 }  // namespace
 
+absl::StatusOr<ModelConfig> BenchShape(const std::string& name) {
+  ModelConfig c;
+  c.rms_norm_eps = 1e-5f;
+  if (name == "llama-3.2-1b") {
+    c.vocab_size = 128256, c.hidden_size = 2048, c.intermediate_size = 8192;
+    c.num_layers = 16, c.num_heads = 32, c.num_kv_heads = 8, c.head_dim = 64;
+    c.rope = {500000.0, 64, RopeScalingType::kLlama3, 32.0, 1.0, 4.0, 8192.0};
+    c.tie_word_embeddings = true;
+  } else if (name == "tinyllama-1.1b") {
+    c.vocab_size = 32000, c.hidden_size = 2048, c.intermediate_size = 5632;
+    c.num_layers = 22, c.num_heads = 32, c.num_kv_heads = 4, c.head_dim = 64;
+    c.rope.theta = 10000.0;
+    c.rope.rotary_dim = 64;
+  } else if (name == "smollm-135m") {
+    c.vocab_size = 49152, c.hidden_size = 576, c.intermediate_size = 1536;
+    c.num_layers = 30, c.num_heads = 9, c.num_kv_heads = 3, c.head_dim = 64;
+    c.rope.theta = 10000.0;
+    c.rope.rotary_dim = 64;
+    c.tie_word_embeddings = true;
+  } else if (name == "tiny-256") {
+    // Small enough to prefill 128K tokens in a minute on 2 cores.
+    c.vocab_size = 4096, c.hidden_size = 256, c.intermediate_size = 768;
+    c.num_layers = 4, c.num_heads = 4, c.num_kv_heads = 2, c.head_dim = 64;
+    c.rope.theta = 10000.0;
+    c.rope.rotary_dim = 64;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "shape \"", name,
+        "\" is unknown (known: llama-3.2-1b, tinyllama-1.1b, smollm-135m, "
+        "tiny-256)"));
+  }
+  c.max_position_embeddings = 131072;
+  return c;
+}
+
 absl::Status RunBench() {
-  KVFOLD_ASSIGN_OR_RETURN(ModelConfig c, NamedShape(absl::GetFlag(FLAGS_shape)));
+  KVFOLD_ASSIGN_OR_RETURN(ModelConfig c, BenchShape(absl::GetFlag(FLAGS_shape)));
   const int64_t layers = absl::GetFlag(FLAGS_bench_layers);
   const int64_t prompt = absl::GetFlag(FLAGS_prefill_tokens);
   const int64_t decode = absl::GetFlag(FLAGS_decode_tokens);
@@ -131,14 +138,14 @@ absl::Status RunBench() {
     return absl::InvalidArgumentError(
         "--prefill_tokens, --decode_tokens and --repeats must be >= 1");
   }
-  KVFOLD_RETURN_IF_ERROR(CheckEngineFlags());
+  KVFOLD_ASSIGN_OR_RETURN(EngineOptions options, EngineOptionsFromFlags());
   if (layers > 0) c.num_layers = layers;
+  KVFOLD_RETURN_IF_ERROR(ValidateCacheOptions(options, c.num_layers));
 
   // The engine's pool runs the model; this one, of the same size, measures
   // the machine (bandwidth, plain sgemm).
   ThreadPool pool(absl::GetFlag(FLAGS_threads));
   OpTimers timers;
-  EngineOptions options = EngineOptionsFromFlags();
   options.timers = &timers;
   auto t0 = Clock::now();
   std::unique_ptr<LlamaModel> model = LlamaModel::Random(c, 1234);

@@ -9,6 +9,8 @@
 #include "absl/strings/str_split.h"
 #include "kernels/status_macros.h"
 #include "launch/flags.h"
+#include "cache/policies.h"
+#include "models/config.h"
 #include "models/files.h"
 #include "runtime/engine.h"
 
@@ -43,9 +45,15 @@ absl::StatusOr<std::vector<int32_t>> IdsFromFlags() {
   return ParseIds(text, file);
 }
 
-absl::StatusOr<std::unique_ptr<LlamaModel>> ModelFromFlags() {
+// Loads --model after checking the engine options against its config.json
+// (so a bad cache budget fails before gigabytes are read).
+absl::StatusOr<std::unique_ptr<LlamaModel>> ModelFromFlags(
+    const EngineOptions& options) {
   const std::string dir = absl::GetFlag(FLAGS_model);
   if (dir.empty()) return absl::InvalidArgumentError("--model is required");
+  KVFOLD_ASSIGN_OR_RETURN(ModelConfig config,
+                          ModelConfig::FromFile(dir + "/config.json"));
+  KVFOLD_RETURN_IF_ERROR(ValidateCacheOptions(options, config.num_layers));
   return LlamaModel::Load(dir);
 }
 
@@ -55,19 +63,20 @@ absl::Status AsFlagError(const absl::Status& s) {
   return absl::Status(s.code(), absl::StrCat("--", s.message()));
 }
 
-}  // namespace
-
-EngineOptions EngineOptionsFromFlags() {
-  return {.threads = absl::GetFlag(FLAGS_threads),
-          .prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk),
-          .cache = {}};
+// "1,2;3 4" -> {{1,2},{3,4}}.
+absl::StatusOr<std::vector<std::vector<int32_t>>> ParseQuestions(
+    const std::string& text) {
+  std::vector<std::vector<int32_t>> questions;
+  if (text.empty()) return questions;
+  int index = 0;
+  for (absl::string_view q : absl::StrSplit(text, ';')) {
+    KVFOLD_ASSIGN_OR_RETURN(
+        std::vector<int32_t> ids,
+        ParseIds(std::string(q), absl::StrCat("--questions (question ", index++, ")")));
+    questions.push_back(std::move(ids));
+  }
+  return questions;
 }
-
-absl::Status CheckEngineFlags() {
-  return AsFlagError(ValidateEngineOptions(EngineOptionsFromFlags()));
-}
-
-namespace {
 
 void PrintJson(const nlohmann::json& j) {
   std::printf("%s\n", j.dump().c_str());
@@ -76,8 +85,24 @@ void PrintJson(const nlohmann::json& j) {
 
 }  // namespace
 
+absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
+  EngineOptions o{.threads = absl::GetFlag(FLAGS_threads),
+                  .prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk),
+                  .cache = {}};
+  KVFOLD_RETURN_IF_ERROR(AsFlagError(ValidateEngineOptions(o)));
+  KVFOLD_ASSIGN_OR_RETURN(o.cache, CacheConfigFromFlags());
+  return o;
+}
+
+nlohmann::json CacheStatsJson(const CacheStats& s) {
+  return {{"tokens_seen", s.tokens_seen},
+          {"slots_held", s.slots_held},
+          {"compression_ratio", s.compression_ratio},
+          {"bytes", s.bytes}};
+}
+
 absl::Status RunGenerate() {
-  KVFOLD_RETURN_IF_ERROR(CheckEngineFlags());
+  KVFOLD_ASSIGN_OR_RETURN(EngineOptions options, EngineOptionsFromFlags());
   GenerateOptions opts;
   opts.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
   opts.sampling.temperature = static_cast<float>(absl::GetFlag(FLAGS_temperature));
@@ -87,36 +112,48 @@ absl::Status RunGenerate() {
   opts.stop_at_eos = !absl::GetFlag(FLAGS_ignore_eos);
   KVFOLD_RETURN_IF_ERROR(AsFlagError(ValidateGenerateOptions(opts)));
   KVFOLD_ASSIGN_OR_RETURN(std::vector<int32_t> prompt, IdsFromFlags());
-  KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model, ModelFromFlags());
-  Engine engine(*model, EngineOptionsFromFlags());
-  KVFOLD_ASSIGN_OR_RETURN(GenerateResult r, engine.Generate(prompt, opts));
-  // The first new token comes from prefill's logits; decode made the rest.
-  const double decode_tps = r.tokens.size() > 1 && r.decode_seconds > 0
-                                ? double(r.tokens.size() - 1) / r.decode_seconds
-                                : 0.0;
-  PrintJson({{"ids", r.tokens},
-             {"prompt_tokens", r.prompt_tokens},
-             {"new_tokens", r.tokens.size()},
-             {"stopped_at_eos", r.stopped_at_eos},
-             {"prefill_seconds", r.prefill_seconds},
-             {"prefill_tokens_per_s", r.prompt_tokens / r.prefill_seconds},
-             {"decode_seconds", r.decode_seconds},
-             {"decode_tokens_per_s", decode_tps},
-             {"cache_bytes", r.cache_bytes}});
+  KVFOLD_ASSIGN_OR_RETURN(auto questions,
+                          ParseQuestions(absl::GetFlag(FLAGS_questions)));
+  KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model, ModelFromFlags(options));
+  Engine engine(*model, options);
+  KVFOLD_ASSIGN_OR_RETURN(std::vector<GenerateResult> results,
+                          engine.Answer(prompt, questions, opts));
+  for (size_t i = 0; i < results.size(); ++i) {
+    const GenerateResult& r = results[i];
+    // The first new token comes from prefill's logits; decode made the rest.
+    const double decode_tps = r.tokens.size() > 1 && r.decode_seconds > 0
+                                  ? double(r.tokens.size() - 1) / r.decode_seconds
+                                  : 0.0;
+    nlohmann::json j = {{"ids", r.tokens},
+                        {"prompt_tokens", r.prompt_tokens},
+                        {"new_tokens", r.tokens.size()},
+                        {"stopped_at_eos", r.stopped_at_eos},
+                        {"prefill_seconds", r.prefill_seconds},
+                        {"prefill_tokens_per_s", r.prompt_tokens / r.prefill_seconds},
+                        {"decode_seconds", r.decode_seconds},
+                        {"decode_tokens_per_s", decode_tps},
+                        {"cache_policy", PolicyName(options.cache)},
+                        {"document_cache", CacheStatsJson(r.document_cache)},
+                        {"cache", CacheStatsJson(r.cache)}};
+    if (!questions.empty()) j["question"] = i;
+    PrintJson(j);
+  }
   return absl::OkStatus();
 }
 
 absl::Status RunScore() {
-  KVFOLD_RETURN_IF_ERROR(CheckEngineFlags());
+  KVFOLD_ASSIGN_OR_RETURN(EngineOptions options, EngineOptionsFromFlags());
   KVFOLD_ASSIGN_OR_RETURN(std::vector<int32_t> tokens, IdsFromFlags());
-  KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model, ModelFromFlags());
-  Engine engine(*model, EngineOptionsFromFlags());
+  KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model, ModelFromFlags(options));
+  Engine engine(*model, options);
   KVFOLD_ASSIGN_OR_RETURN(ScoreResult r, engine.Score(tokens));
   PrintJson({{"tokens", tokens.size()},
              {"logprobs", r.logprobs},
              {"nll", r.nll},
              {"mean_nll", r.nll / r.logprobs.size()},
-             {"perplexity", r.perplexity}});
+             {"perplexity", r.perplexity},
+             {"cache_policy", PolicyName(options.cache)},
+             {"cache", CacheStatsJson(r.cache)}});
   return absl::OkStatus();
 }
 

@@ -7,7 +7,10 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "absl/status/statusor.h"
+#include "models/config.h"
 #include "runtime/engine.h"
 
 namespace kvfold {
@@ -16,14 +19,25 @@ namespace kvfold {
 absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& text,
                                               const std::string& source);
 
-// Engine options from --threads and --prefill_chunk, and their check (done
-// before a possibly large model is loaded).
-EngineOptions EngineOptionsFromFlags();
-absl::Status CheckEngineFlags();
+// The --cache* flags (cache_flags.cc).
+absl::StatusOr<CacheConfig> CacheConfigFromFlags();
 
-absl::Status RunGenerate();  // flags: --model --ids|--ids_file, sampling
-absl::Status RunScore();     // flags: --model --ids|--ids_file
-absl::Status RunBench();     // flags: --shape --prefill_tokens ...
+// Engine options from --threads, --prefill_chunk and the --cache* flags,
+// checked as far as possible without a model (done before a possibly large
+// model is loaded).
+absl::StatusOr<EngineOptions> EngineOptionsFromFlags();
+
+// Random-weight model shapes for the benchmarks: llama-3.2-1b,
+// tinyllama-1.1b, smollm-135m, tiny-256.
+absl::StatusOr<ModelConfig> BenchShape(const std::string& name);
+
+// JSON-ready accounting of a cache.
+nlohmann::json CacheStatsJson(const CacheStats& stats);
+
+absl::Status RunGenerate();    // flags: --model --ids|--ids_file, sampling
+absl::Status RunScore();       // flags: --model --ids|--ids_file
+absl::Status RunBench();       // flags: --shape --prefill_tokens ...
+absl::Status RunBenchCache();  // flags: --cache* --doc_lengths ...
 
 }  // namespace kvfold
 

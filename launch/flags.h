@@ -23,5 +23,13 @@ ABSL_DECLARE_FLAG(int64_t, prefill_tokens);
 ABSL_DECLARE_FLAG(int64_t, decode_tokens);
 ABSL_DECLARE_FLAG(int64_t, bench_layers);
 ABSL_DECLARE_FLAG(int32_t, repeats);
+ABSL_DECLARE_FLAG(std::string, questions);
+ABSL_DECLARE_FLAG(std::string, cache);
+ABSL_DECLARE_FLAG(int32_t, cache_slots);
+ABSL_DECLARE_FLAG(std::string, cache_layer_slots);
+ABSL_DECLARE_FLAG(int32_t, cache_sinks);
+ABSL_DECLARE_FLAG(int32_t, cache_window);
+ABSL_DECLARE_FLAG(std::string, cache_config);
+ABSL_DECLARE_FLAG(std::string, question_mode);
 
 #endif  // KVFOLD_LAUNCH_FLAGS_H_

@@ -28,20 +28,45 @@ ABSL_FLAG(int64_t, prefill_tokens, 256, "bench: prompt length");
 ABSL_FLAG(int64_t, decode_tokens, 16, "bench: tokens decoded");
 ABSL_FLAG(int64_t, bench_layers, 0, "bench: override the layer count; 0 = shape's");
 ABSL_FLAG(int32_t, repeats, 3, "bench: repetitions (the median is reported)");
+ABSL_FLAG(std::string, questions, "",
+          "generate: questions about the --ids document, token ids, separated "
+          "by ';' (one answer each)");
+ABSL_FLAG(std::string, cache, "",
+          "KV cache policy: full (default), streaming, h2o, snapkv, pyramidkv, "
+          "kvmerger");
+ABSL_FLAG(int32_t, cache_slots, 0, "cache budget: slots per layer and KV head");
+ABSL_FLAG(std::string, cache_layer_slots, "",
+          "per-layer budgets, comma separated, one per model layer");
+ABSL_FLAG(int32_t, cache_sinks, -1, "streaming: sink tokens kept (default 4)");
+ABSL_FLAG(int32_t, cache_window, -1,
+          "recent/observation window of the policy (default: the policy's)");
+ABSL_FLAG(std::string, cache_config, "",
+          "text-format CacheConfig file (cache/cache_config.proto); --cache* "
+          "flags override its fields");
+ABSL_FLAG(std::string, question_mode, "",
+          "agnostic (compress the document alone; default) or aware (the "
+          "question joins the last compression)");
 
 namespace {
 
 constexpr char kUsage[] =
     "kvfold COMMAND [--flags]\n\n"
     "Commands:\n"
-    "  generate  --model=DIR --ids=1,2,3 [--max_new_tokens --temperature\n"
-    "            --top_k --top_p --seed --ignore_eos --prefill_chunk]\n"
-    "            continue a prompt of token ids; prints JSON\n"
+    "  generate  --model=DIR --ids=1,2,3 [--questions=4,5;6,7\n"
+    "            --max_new_tokens --temperature --top_k --top_p --seed\n"
+    "            --ignore_eos --prefill_chunk]\n"
+    "            continue a prompt of token ids, or answer each question\n"
+    "            about it; prints JSON (one line per answer)\n"
     "  score     --model=DIR --ids=... per-token log-probabilities, NLL and\n"
     "            perplexity of a token sequence; prints JSON\n"
     "  bench     [--shape --prefill_tokens --decode_tokens --bench_layers]\n"
     "            random-weight model of a named shape: prefill/decode speed,\n"
-    "            memory bandwidth and sgemm GFLOP/s measured in the same run\n\n"
+    "            memory bandwidth and sgemm GFLOP/s measured in the same run\n"
+    "  bench_cache  [--cache=... --doc_lengths=4096,...]  memory and speed\n"
+    "            of a compressed cache vs document length (random model)\n\n"
+    "KV cache (generate, score): --cache=full|streaming|h2o|snapkv|\n"
+    "  pyramidkv|kvmerger --cache_slots=N [--cache_window --cache_sinks\n"
+    "  --cache_layer_slots --cache_config=FILE --question_mode=agnostic|aware]\n\n"
     "Run `kvfold --helpfull` for every flag.";
 
 }  // namespace
@@ -62,6 +87,8 @@ int main(int argc, char** argv) {
       status = kvfold::RunScore();
     } else if (command == "bench") {
       status = kvfold::RunBench();
+    } else if (command == "bench_cache") {
+      status = kvfold::RunBenchCache();
     } else {
       std::fprintf(stderr, "kvfold: error: unknown command \"%s\"\n\n%s\n",
                    command.c_str(), kUsage);

@@ -200,9 +200,13 @@ absl::Status LlamaModel::Attention(const Stream& s, int layer,
   KVFOLD_RETURN_IF_ERROR(Linear(s, xn, n, l.wq, l.bq, sc.q.as<float>()));
   KVFOLD_RETURN_IF_ERROR(Linear(s, xn, n, l.wk, l.bk, sc.k.as<float>()));
   KVFOLD_RETURN_IF_ERROR(Linear(s, xn, n, l.wv, l.bv, sc.v.as<float>()));
-  KVFOLD_RETURN_IF_ERROR(ApplyRope(s, sc.q.as<float>(), positions,
+  // Rotation uses the cache's positions (they differ from the absolute ones
+  // only under StreamingLLM re-indexing); the cache records absolute ones.
+  sc.rope_positions.resize(n);
+  cache.RopePositions(layer, positions, n, sc.rope_positions.data());
+  KVFOLD_RETURN_IF_ERROR(ApplyRope(s, sc.q.as<float>(), sc.rope_positions.data(),
                                    inv_freq_.data(), n, c.num_heads, c.head_dim));
-  KVFOLD_RETURN_IF_ERROR(ApplyRope(s, sc.k.as<float>(), positions,
+  KVFOLD_RETURN_IF_ERROR(ApplyRope(s, sc.k.as<float>(), sc.rope_positions.data(),
                                    inv_freq_.data(), n, c.num_kv_heads,
                                    c.head_dim));
   KVFOLD_RETURN_IF_ERROR(cache.Append(layer, sc.k.as<float>(), sc.v.as<float>(),
@@ -213,9 +217,11 @@ absl::Status LlamaModel::Attention(const Stream& s, int layer,
   a.k = view.keys;
   a.v = view.values;
   a.out = sc.attn.as<float>();
-  if (cache.NeedsColumnSums()) {
+  const int64_t summed = cache.ColumnSumQueries(n);
+  if (summed > 0) {
     Ensure(sc.col_sums, {c.num_kv_heads, view.length});
     a.col_sums = sc.col_sums.as<float>();
+    a.col_sums_from_query = n - std::min(summed, n);
   }
   a.num_queries = n;
   a.num_keys = view.length;

@@ -45,6 +45,7 @@ struct ForwardScratch {
   Tensor attn;         // [n, q_dim]
   Tensor gate, up;     // [n, intermediate]
   Tensor col_sums;     // [kv_heads, keys]
+  std::vector<int32_t> rope_positions;  // [n]
   int64_t rows = 0;
 };
 
@@ -66,7 +67,8 @@ class LlamaModel {
   const ModelConfig& config() const { return config_; }
   const ModelStats& stats() const { return stats_; }
   CacheShape cache_shape() const {
-    return {config_.num_layers, config_.num_kv_heads, config_.head_dim};
+    return {config_.num_layers, config_.num_kv_heads, config_.head_dim,
+            inv_freq_};
   }
 
   // Runs `tokens` at absolute `positions` through the model, appending their

@@ -60,6 +60,12 @@ absl::Status ValidateEngineOptions(const EngineOptions& options) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateCacheOptions(const EngineOptions& options,
+                                  int64_t num_layers) {
+  KVFOLD_RETURN_IF_ERROR(ValidateEngineOptions(options));
+  return ValidateCacheConfig(options.cache, num_layers, options.prefill_chunk);
+}
+
 absl::Status ValidateGenerateOptions(const GenerateOptions& options) {
   KVFOLD_RETURN_IF_ERROR(ValidateSamplingParams(options.sampling));
   if (options.max_new_tokens < 0) {
@@ -70,7 +76,7 @@ absl::Status ValidateGenerateOptions(const GenerateOptions& options) {
 }
 
 absl::StatusOr<std::unique_ptr<KvCache>> Engine::NewCache() const {
-  return MakeCache(options_.cache, model_.cache_shape());
+  return MakeCache(options_.cache, model_.cache_shape(), options_.prefill_chunk);
 }
 
 absl::Status Engine::Prefill(absl::Span<const int32_t> tokens,
@@ -108,52 +114,113 @@ absl::Status Engine::Prefill(absl::Span<const int32_t> tokens,
   return absl::OkStatus();
 }
 
+absl::Status Engine::PrefillQuestion(absl::Span<const int32_t> question,
+                                     LogitsFor which, KvCache& cache,
+                                     std::vector<float>* logits) {
+  cache.SetPhase(options_.cache.question_aware() ? CachePhase::kPrefill
+                                                 : CachePhase::kAppend);
+  return Prefill(question, which, cache, logits);
+}
+
 absl::Status Engine::Decode(int32_t token, KvCache& cache,
                             std::vector<float>* logits) {
   const int32_t pos = static_cast<int32_t>(cache.tokens_seen());
   KVFOLD_RETURN_IF_ERROR(CheckWindow(pos + 1));
+  cache.SetPhase(CachePhase::kDecode);
   logits->resize(model_.config().vocab_size);
   return model_.Forward(stream_, {&token, 1}, {&pos, 1}, LogitsFor::kLast,
                         cache, scratch_, logits->data());
 }
 
-absl::StatusOr<GenerateResult> Engine::Generate(
-    absl::Span<const int32_t> prompt, const GenerateOptions& options) {
-  KVFOLD_RETURN_IF_ERROR(ValidateGenerateOptions(options));
-  if (prompt.empty()) return absl::InvalidArgumentError("empty prompt");
+absl::Status Engine::DecodeLoop(KvCache& cache, std::vector<float>& logits,
+                                const GenerateOptions& options,
+                                GenerateResult* result) {
   const ModelConfig& c = model_.config();
-  GenerateResult result;
-  result.prompt_tokens = static_cast<int64_t>(prompt.size());
-  KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<KvCache> cache, NewCache());
-  std::vector<float> logits;
-  auto t0 = std::chrono::steady_clock::now();
-  KVFOLD_RETURN_IF_ERROR(Prefill(prompt, LogitsFor::kLast, *cache, &logits));
-  result.prefill_seconds = Seconds(t0);
-
-  t0 = std::chrono::steady_clock::now();
+  const auto t0 = std::chrono::steady_clock::now();
   std::mt19937_64 rng(options.seed);
   for (int64_t step = 0; step < options.max_new_tokens; ++step) {
     const int32_t next = Sample(logits.data(), c.vocab_size, options.sampling, rng);
-    result.tokens.push_back(next);
+    result->tokens.push_back(next);
     if (options.stop_at_eos &&
         std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), next) !=
             c.eos_token_ids.end()) {
-      result.stopped_at_eos = true;
+      result->stopped_at_eos = true;
       break;
     }
     if (step + 1 == options.max_new_tokens) break;  // no forward for unused logits
-    KVFOLD_RETURN_IF_ERROR(Decode(next, *cache, &logits));
+    KVFOLD_RETURN_IF_ERROR(Decode(next, cache, &logits));
   }
-  result.decode_seconds = Seconds(t0);
-  result.cache_bytes = cache->bytes();
-  return result;
+  result->decode_seconds = Seconds(t0);
+  result->cache = cache.Stats();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<GenerateResult> Engine::Generate(
+    absl::Span<const int32_t> prompt, const GenerateOptions& options) {
+  KVFOLD_ASSIGN_OR_RETURN(std::vector<GenerateResult> r,
+                          Answer(prompt, {}, options));
+  return std::move(r[0]);
+}
+
+absl::StatusOr<std::vector<GenerateResult>> Engine::Answer(
+    absl::Span<const int32_t> document,
+    const std::vector<std::vector<int32_t>>& questions,
+    const GenerateOptions& options) {
+  KVFOLD_RETURN_IF_ERROR(ValidateGenerateOptions(options));
+  KVFOLD_RETURN_IF_ERROR(ValidateCacheOptions(options_, model_.config().num_layers));
+  if (document.empty()) return absl::InvalidArgumentError("empty prompt");
+  for (size_t i = 0; i < questions.size(); ++i) {
+    if (questions[i].empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("question ", i, " is empty"));
+    }
+  }
+  const bool aware = options_.cache.question_aware();
+  std::vector<float> logits;
+  // Question-agnostic: the document once, shared by every question.
+  std::unique_ptr<KvCache> doc_cache;
+  double doc_seconds = 0;
+  if (!aware || questions.empty()) {
+    KVFOLD_ASSIGN_OR_RETURN(doc_cache, NewCache());
+    const auto t0 = std::chrono::steady_clock::now();
+    KVFOLD_RETURN_IF_ERROR(Prefill(document, LogitsFor::kLast, *doc_cache, &logits));
+    doc_seconds = Seconds(t0);
+  }
+  std::vector<GenerateResult> results;
+  if (questions.empty()) {
+    GenerateResult r;
+    r.prompt_tokens = static_cast<int64_t>(document.size());
+    r.prefill_seconds = doc_seconds;
+    r.document_cache = doc_cache->Stats();
+    KVFOLD_RETURN_IF_ERROR(DecodeLoop(*doc_cache, logits, options, &r));
+    results.push_back(std::move(r));
+    return results;
+  }
+  for (const std::vector<int32_t>& question : questions) {
+    GenerateResult r;
+    r.prompt_tokens = static_cast<int64_t>(document.size() + question.size());
+    std::unique_ptr<KvCache> cache;
+    auto t0 = std::chrono::steady_clock::now();
+    if (aware) {
+      KVFOLD_ASSIGN_OR_RETURN(cache, NewCache());
+      KVFOLD_RETURN_IF_ERROR(Prefill(document, LogitsFor::kNone, *cache, nullptr));
+      r.document_cache = cache->Stats();
+    } else {
+      cache = doc_cache->Clone();
+      r.document_cache = doc_cache->Stats();
+    }
+    KVFOLD_RETURN_IF_ERROR(PrefillQuestion(question, LogitsFor::kLast, *cache, &logits));
+    r.prefill_seconds = Seconds(t0) + doc_seconds;
+    KVFOLD_RETURN_IF_ERROR(DecodeLoop(*cache, logits, options, &r));
+    results.push_back(std::move(r));
+  }
+  return results;
 }
 
 absl::StatusOr<ScoreResult> Engine::Score(absl::Span<const int32_t> tokens) {
   if (tokens.size() < 2) {
     return absl::InvalidArgumentError("score needs at least two tokens");
   }
-  KVFOLD_RETURN_IF_ERROR(ValidateEngineOptions(options_));
+  KVFOLD_RETURN_IF_ERROR(ValidateCacheOptions(options_, model_.config().num_layers));
   KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<KvCache> cache, NewCache());
   const int64_t n = static_cast<int64_t>(tokens.size());
   const int64_t vocab = model_.config().vocab_size;
@@ -171,6 +238,7 @@ absl::StatusOr<ScoreResult> Engine::Score(absl::Span<const int32_t> tokens) {
     }
   }
   r.perplexity = std::exp(r.nll / r.logprobs.size());
+  r.cache = cache->Stats();
   return r;
 }
 

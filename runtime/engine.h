@@ -30,6 +30,10 @@ struct EngineOptions {
 // Checks of option values, shared by the engine and the CLI (which checks
 // them before loading a model). Messages name the field as its flag.
 absl::Status ValidateEngineOptions(const EngineOptions& options);
+// The cache config against a model of `num_layers` (budgets per layer, the
+// policy's windows vs the prefill chunk).
+absl::Status ValidateCacheOptions(const EngineOptions& options,
+                                  int64_t num_layers);
 
 struct GenerateOptions {
   int64_t max_new_tokens = 16;
@@ -46,13 +50,15 @@ struct GenerateResult {
   int64_t prompt_tokens = 0;
   double prefill_seconds = 0;
   double decode_seconds = 0;
-  int64_t cache_bytes = 0;
+  CacheStats document_cache;  // after the document's prefill
+  CacheStats cache;           // at the end
 };
 
 struct ScoreResult {
   std::vector<double> logprobs;  // log p(tokens[i] | tokens[<i]), i >= 1
   double nll = 0;                // -sum(logprobs)
   double perplexity = 0;         // exp(nll / logprobs.size())
+  CacheStats cache;              // after the last token was fed
 };
 
 class Engine {
@@ -69,6 +75,13 @@ class Engine {
   absl::Status Prefill(absl::Span<const int32_t> tokens, LogitsFor which,
                        KvCache& cache, std::vector<float>* logits);
 
+  // Appends `question` to a cache holding a document: uncompressed when
+  // question-agnostic (the cache then holds budget + question slots),
+  // compressed with the document's last chunk when question-aware.
+  absl::Status PrefillQuestion(absl::Span<const int32_t> question,
+                               LogitsFor which, KvCache& cache,
+                               std::vector<float>* logits);
+
   // One decode step: feeds `token` at position cache.tokens_seen() and
   // writes the next-token logits [vocab] to `logits`.
   absl::Status Decode(int32_t token, KvCache& cache, std::vector<float>* logits);
@@ -76,11 +89,24 @@ class Engine {
   absl::StatusOr<GenerateResult> Generate(absl::Span<const int32_t> prompt,
                                           const GenerateOptions& options);
 
+  // An answer to each question about `document`. Question-agnostic (the
+  // default): the document is prefilled and compressed once and each
+  // question continues a copy of that cache. Question-aware: document and
+  // question are prefilled together, once per question.
+  absl::StatusOr<std::vector<GenerateResult>> Answer(
+      absl::Span<const int32_t> document,
+      const std::vector<std::vector<int32_t>>& questions,
+      const GenerateOptions& options);
+
   // Needs at least two tokens.
   absl::StatusOr<ScoreResult> Score(absl::Span<const int32_t> tokens);
 
  private:
   absl::Status CheckWindow(int64_t tokens) const;
+  // Samples from `logits` and decodes until max_new_tokens or eos.
+  absl::Status DecodeLoop(KvCache& cache, std::vector<float>& logits,
+                          const GenerateOptions& options,
+                          GenerateResult* result);
 
   const LlamaModel& model_;
   EngineOptions options_;

@@ -69,7 +69,7 @@ absl::Status Attention(const Stream& s, const AttentionArgs& a) {
           for (int64_t j = 0; j < seen; ++j) row[j] *= inv;
           std::fill(row + seen, row + span, 0.0f);
           if (a.lse != nullptr) a.lse[h * a.num_queries + i0 + r] = mx + std::log(sum);
-          if (a.col_sums != nullptr) {
+          if (a.col_sums != nullptr && i0 + r >= a.col_sums_from_query) {
             float* cols = head_cols.data() + h * a.num_keys;
             for (int64_t j = 0; j < seen; ++j) cols[j] += row[j];
           }

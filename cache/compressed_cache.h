@@ -1,0 +1,101 @@
+// A KV cache with a fixed budget of slots per layer and KV head, and the
+// Compressor interface the policies implement.
+//
+// After every chunk's attention, a layer holding more than its budget is
+// handed to the policy's Compressor, which shrinks every KV head to the
+// budget (each head choosing its own tokens). Slots stay in position order,
+// so positions are strictly increasing per head.
+#ifndef KVFOLD_CACHE_COMPRESSED_CACHE_H_
+#define KVFOLD_CACHE_COMPRESSED_CACHE_H_
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/types/span.h"
+#include "cache/kv_cache.h"
+#include "kernels/tensor.h"
+
+namespace kvfold {
+
+// One layer of a compressed cache.
+struct LayerState {
+  LayerSlots slots;
+  // [kv_heads, capacity] f32: attention accumulated per slot over every
+  // query so far (kept only for policies that ask for it).
+  Tensor scores;
+
+  float* head_scores(int64_t head) {
+    return scores.as<float>() + head * slots.capacity();
+  }
+  // Keeps slots `keep` (ascending) of `head`, moved to the front in order.
+  // The caller sets slots.length once every head is done.
+  void KeepSlots(const CacheShape& shape, int64_t head,
+                 absl::Span<const int64_t> keep);
+};
+
+// What a policy gets when a layer must shrink.
+struct CompressRequest {
+  const CacheShape* shape = nullptr;
+  int64_t target = 0;               // slots per head to leave
+  const float* col_sums = nullptr;  // [kv_heads, length] this chunk's, or null
+  int64_t chunk = 0;                // tokens in the chunk just appended
+  int64_t window_queries = 0;       // queries summed into col_sums
+  int32_t last_position = 0;        // absolute position of the newest token
+};
+
+class Compressor {
+ public:
+  virtual ~Compressor() = default;
+  // Queries of a chunk whose attention the policy needs summed (0 = none).
+  virtual int64_t ColumnSumQueries(int64_t chunk) const = 0;
+  // Whether per-slot scores accumulate every chunk's column sums.
+  virtual bool AccumulatesScores() const { return false; }
+  // Whether the policy keeps the cache size fixed while decoding.
+  virtual bool EvictsInDecode() const { return false; }
+  // Whether new tokens take RoPE positions from their slot index.
+  virtual bool ReindexesPositions() const { return false; }
+  // Shrinks every head of `layer` to `request.target` slots and sets
+  // layer.slots.length.
+  virtual void Compress(LayerState& layer,
+                        const CompressRequest& request) const = 0;
+};
+
+class CompressedKvCache : public KvCache {
+ public:
+  // `budgets`: slots per layer; `max_chunk`: the longest chunk appended at
+  // once (storage for budget + max_chunk is reserved up front).
+  CompressedKvCache(const CacheShape& shape, std::vector<int64_t> budgets,
+                    int64_t max_chunk,
+                    std::shared_ptr<const Compressor> compressor);
+
+  absl::Status Append(int layer, const float* k, const float* v,
+                      const int32_t* positions, int64_t n) override;
+  LayerView View(int layer) const override;
+  int64_t ColumnSumQueries(int64_t chunk) const override;
+  absl::Status AfterAttention(int layer, const ChunkStats& stats) override;
+  void RopePositions(int layer, const int32_t* absolute, int64_t n,
+                     int32_t* rope) const override;
+  void SetPhase(CachePhase phase) override;
+  const CacheShape& shape() const override { return shape_; }
+  int64_t tokens_seen() const override { return tokens_seen_; }
+  int64_t bytes() const override;
+  std::unique_ptr<KvCache> Clone() const override;
+
+  int64_t budget(int layer) const { return budgets_[layer]; }
+
+ private:
+  CacheShape shape_;
+  std::vector<int64_t> budgets_;
+  std::shared_ptr<const Compressor> compressor_;
+  std::vector<LayerState> layers_;
+  // Size each layer keeps while decoding (set when decoding begins).
+  std::vector<int64_t> decode_caps_;
+  CachePhase phase_ = CachePhase::kPrefill;
+  int64_t tokens_seen_ = 0;
+  int32_t last_position_ = -1;
+};
+
+}  // namespace kvfold
+
+#endif  // KVFOLD_CACHE_COMPRESSED_CACHE_H_

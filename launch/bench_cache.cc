@@ -1,0 +1,223 @@
+// kvfold bench_cache: memory and speed of a KV cache policy against the
+// document length, next to the full cache, on a random-weight model.
+//
+// Each (policy, length) runs in a forked child so that its peak memory is
+// its own: the child resets the kernel's high-water mark (clear_refs 5),
+// prefills the document, decodes, and reports VmHWM minus its RSS at the
+// start (the model, shared with the parent, is counted in both).
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "cache/policies.h"
+#include "kernels/sampling.h"
+#include "kernels/status_macros.h"
+#include "launch/commands.h"
+#include "launch/flags.h"
+#include "models/llama.h"
+#include "runtime/engine.h"
+
+ABSL_FLAG(std::string, doc_lengths, "4096,8192,16384,32768,65536,131072",
+          "bench_cache: document lengths in tokens");
+ABSL_FLAG(int64_t, full_max_length, 16384,
+          "bench_cache: longest document also run with the full cache "
+          "(its attention is quadratic)");
+ABSL_FLAG(std::string, bench_model, "tiny-256",
+          "bench_cache: random-weight model shape");
+
+namespace kvfold {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// A "VmRSS:" style field of /proc/self/status, in bytes (-1 if absent).
+int64_t ProcStatusBytes(const std::string& field) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(field + ":", 0) == 0) {
+      int64_t kb = 0;
+      std::sscanf(line.c_str() + field.size() + 1, "%ld", &kb);
+      return kb * 1024;
+    }
+  }
+  return -1;
+}
+
+// One run: prefill `length` tokens, decode `decode` more. Returns its row.
+absl::StatusOr<nlohmann::json> RunOne(const LlamaModel& model,
+                                      const EngineOptions& options,
+                                      int64_t length, int64_t decode) {
+  {
+    std::ofstream reset("/proc/self/clear_refs");
+    reset << "5";  // resets VmHWM to the current RSS
+  }
+  const int64_t rss0 = ProcStatusBytes("VmRSS");
+  Engine engine(model, options);
+  const int64_t vocab = model.config().vocab_size;
+  std::vector<int32_t> tokens(length);
+  for (int64_t i = 0; i < length; ++i) {
+    tokens[i] = static_cast<int32_t>((i * 7919 + 13) % vocab);
+  }
+  KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<KvCache> cache, engine.NewCache());
+  std::vector<float> logits;
+  auto t0 = Clock::now();
+  KVFOLD_RETURN_IF_ERROR(engine.Prefill(tokens, LogitsFor::kLast, *cache, &logits));
+  const double prefill = Since(t0);
+  const CacheStats after_prefill = cache->Stats();
+  std::vector<double> steps;
+  for (int64_t i = 0; i < decode; ++i) {
+    const int32_t tok = Argmax(logits.data(), vocab);
+    t0 = Clock::now();
+    KVFOLD_RETURN_IF_ERROR(engine.Decode(tok, *cache, &logits));
+    steps.push_back(Since(t0));
+  }
+  std::sort(steps.begin(), steps.end());
+  const int64_t hwm = ProcStatusBytes("VmHWM");
+  return nlohmann::json{
+      {"policy", PolicyName(options.cache)},
+      {"doc_tokens", length},
+      {"prefill_seconds", prefill},
+      {"prefill_us_per_token", prefill / length * 1e6},
+      {"decode_ms_per_token_median", steps[steps.size() / 2] * 1e3},
+      {"cache_after_prefill", CacheStatsJson(after_prefill)},
+      {"cache_bytes_end", cache->bytes()},
+      {"peak_memory_bytes", hwm - rss0},
+  };
+}
+
+// Runs RunOne in a child; its JSON comes back through a pipe.
+absl::StatusOr<nlohmann::json> RunForked(const LlamaModel& model,
+                                         const EngineOptions& options,
+                                         int64_t length, int64_t decode) {
+  int fds[2];
+  if (pipe(fds) != 0) return absl::InternalError("bench_cache: pipe failed");
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const pid_t pid = fork();
+  if (pid < 0) return absl::InternalError("bench_cache: fork failed");
+  if (pid == 0) {
+    close(fds[0]);
+    absl::StatusOr<nlohmann::json> row = RunOne(model, options, length, decode);
+    const std::string out =
+        row.ok() ? row->dump() : nlohmann::json{{"error", row.status().ToString()}}.dump();
+    const ssize_t written = write(fds[1], out.data(), out.size());
+    _exit(written == static_cast<ssize_t>(out.size()) ? 0 : 1);
+  }
+  close(fds[1]);
+  std::string text;
+  char buf[4096];
+  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;) text.append(buf, n);
+  close(fds[0]);
+  int wstatus = 0;
+  waitpid(pid, &wstatus, 0);
+  if (!WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0 || text.empty()) {
+    return absl::InternalError(absl::StrCat(
+        "bench_cache: the run of ", length, " tokens died (status ", wstatus, ")"));
+  }
+  nlohmann::json row = nlohmann::json::parse(text);
+  if (row.contains("error")) {
+    return absl::InternalError(row["error"].get<std::string>());
+  }
+  return row;
+}
+
+// max/min of a column over rows.
+double Spread(const std::vector<nlohmann::json>& rows, const char* key) {
+  double lo = 1e300, hi = 0;
+  for (const auto& r : rows) {
+    lo = std::min(lo, r[key].get<double>());
+    hi = std::max(hi, r[key].get<double>());
+  }
+  return lo > 0 ? hi / lo : 0;
+}
+
+}  // namespace
+
+absl::Status RunBenchCache() {
+  KVFOLD_ASSIGN_OR_RETURN(EngineOptions options, EngineOptionsFromFlags());
+  if (PolicyName(options.cache) == "full") {
+    return absl::InvalidArgumentError(
+        "bench_cache compares a compressed policy with the full cache: give "
+        "--cache=<policy> --cache_slots=N");
+  }
+  KVFOLD_ASSIGN_OR_RETURN(ModelConfig config,
+                          BenchShape(absl::GetFlag(FLAGS_bench_model)));
+  KVFOLD_RETURN_IF_ERROR(ValidateCacheOptions(options, config.num_layers));
+  std::vector<int64_t> lengths;
+  for (absl::string_view item :
+       absl::StrSplit(absl::GetFlag(FLAGS_doc_lengths), ',', absl::SkipEmpty())) {
+    int64_t v;
+    if (!absl::SimpleAtoi(item, &v) || v < 2 || v > config.max_position_embeddings) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--doc_lengths: \"", item, "\" must be an integer in [2, ",
+          config.max_position_embeddings, "]"));
+    }
+    lengths.push_back(v);
+  }
+  if (lengths.empty()) return absl::InvalidArgumentError("--doc_lengths is empty");
+  const int64_t decode = absl::GetFlag(FLAGS_decode_tokens);
+  if (decode < 1) return absl::InvalidArgumentError("--decode_tokens must be >= 1");
+  const int64_t full_max = absl::GetFlag(FLAGS_full_max_length);
+
+  std::unique_ptr<LlamaModel> model = LlamaModel::Random(config, 1234);
+  EngineOptions full = options;
+  full.cache = CacheConfig();
+  full.cache.mutable_full();
+  std::vector<nlohmann::json> policy_rows, full_rows;
+  for (int64_t length : lengths) {
+    for (bool is_full : {false, true}) {
+      if (is_full && length > full_max) continue;
+      std::fprintf(stderr, "bench_cache: %s, %ld tokens...\n",
+                   is_full ? "full" : PolicyName(options.cache).c_str(), length);
+      KVFOLD_ASSIGN_OR_RETURN(
+          nlohmann::json row,
+          RunForked(*model, is_full ? full : options, length, decode));
+      std::printf("%s\n", row.dump().c_str());
+      std::fflush(stdout);
+      (is_full ? full_rows : policy_rows).push_back(std::move(row));
+    }
+  }
+  // Per-token prefill cost from the shortest to the longest document: 1 for
+  // linear prefill, length ratio for quadratic.
+  const auto& first = policy_rows.front();
+  const auto& last = policy_rows.back();
+  nlohmann::json summary = {
+      {"summary", PolicyName(options.cache)},
+      {"model", absl::GetFlag(FLAGS_bench_model)},
+      {"slots", options.cache.slots()},
+      {"prefill_chunk", options.prefill_chunk},
+      {"doc_tokens", {first["doc_tokens"], last["doc_tokens"]}},
+      {"peak_memory_max_over_min", Spread(policy_rows, "peak_memory_bytes")},
+      {"decode_ms_max_over_min", Spread(policy_rows, "decode_ms_per_token_median")},
+      {"prefill_us_per_token_last_over_first",
+       last["prefill_us_per_token"].get<double>() /
+           first["prefill_us_per_token"].get<double>()},
+  };
+  if (full_rows.size() >= 2) {
+    summary["full_peak_memory_last_over_first"] =
+        full_rows.back()["peak_memory_bytes"].get<double>() /
+        full_rows.front()["peak_memory_bytes"].get<double>();
+    summary["full_doc_tokens"] = {full_rows.front()["doc_tokens"],
+                                  full_rows.back()["doc_tokens"]};
+  }
+  std::printf("%s\n", summary.dump().c_str());
+  return absl::OkStatus();
+}
+
+}  // namespace kvfold
