@@ -71,6 +71,45 @@ expect_error 1 "not a regular file" score --model=$MODEL --ids_file=/tmp
 expect_ok generate --model=$MODEL --ids=1,5 --max_new_tokens=0
 expect_ok score --model=$MODEL --ids=1,5,9,33,2,7 --prefill_chunk=2
 
+# KV cache policies: every policy runs, flags and a text proto file agree,
+# several questions about one document print one line each.
+seq 1 120 | tr '\n' ',' >"$tmp/doc.txt"
+for policy in streaming h2o snapkv pyramidkv kvmerger; do
+  expect_ok generate --model=$MODEL --ids_file="$tmp/doc.txt" --cache=$policy \
+    --cache_slots=48 --cache_window=8 --prefill_chunk=16 --max_new_tokens=3
+done
+seq 1 120 | tr '\n' ',' >"$tmp/doc.txt"
+printf 'slots: 40\nsnapkv { window: 8 kernel: 3 }\n' >"$tmp/cache.txtpb"
+expect_ok score --model=$MODEL --ids_file="$tmp/doc.txt" --cache_config="$tmp/cache.txtpb" --prefill_chunk=16
+grep -q '"slots_held":80' "$tmp/out" || { echo "FAIL: budget from --cache_config not applied"; failures=$((failures + 1)); }
+expect_ok score --model=$MODEL --ids_file="$tmp/doc.txt" --cache_config="$tmp/cache.txtpb" --cache_slots=24 --prefill_chunk=16
+grep -q '"slots_held":48' "$tmp/out" || { echo "FAIL: --cache_slots did not override the file"; failures=$((failures + 1)); }
+"$KVFOLD" generate --model=$MODEL --ids_file="$tmp/doc.txt" --questions="3,4,5;6,7" --cache=h2o \
+  --cache_slots=32 --prefill_chunk=16 --max_new_tokens=2 >"$tmp/out" 2>"$tmp/err"
+if [ "$(grep -c '"question"' "$tmp/out")" -ne 2 ]; then
+  echo "FAIL: two questions should give two answer lines"; cat "$tmp/out" "$tmp/err"; failures=$((failures + 1))
+fi
+expect_ok generate --model=$MODEL --ids_file="$tmp/doc.txt" --questions="3,4,5" --question_mode=aware \
+  --cache=snapkv --cache_slots=32 --cache_window=4 --prefill_chunk=16 --max_new_tokens=2
+
+expect_error 1 'unknown cache policy "lru"' generate --model=$MODEL --ids=1 --cache=lru
+expect_error 1 "smaller than sinks 4 + window 30" generate --model=$MODEL --ids=1 --cache=streaming --cache_slots=32 --cache_window=30
+expect_error 1 "larger than the prefill chunk 16" generate --model=$MODEL --ids=1 --cache=snapkv --cache_slots=64 --cache_window=32 --prefill_chunk=16
+expect_error 1 "has 3 budgets but the model has 2 layers" generate --model=$MODEL --ids=1 --cache=h2o --cache_layer_slots=8,8,8
+expect_error 1 "cache_sinks applies to --cache=streaming only" generate --model=$MODEL --ids=1 --cache=snapkv --cache_slots=64 --cache_sinks=2
+expect_error 1 "conflicts with the policy snapkv" generate --model=$MODEL --ids=1 --cache=h2o --cache_config="$tmp/cache.txtpb"
+expect_error 1 "needs a budget" generate --model=$MODEL --ids=1 --cache=kvmerger
+expect_error 1 "keeps every token" generate --model=$MODEL --ids=1 --cache_slots=64
+expect_error 1 "question_mode" generate --model=$MODEL --ids=1 --question_mode=sometimes
+expect_error 1 "question 1" generate --model=$MODEL --ids=1 --questions="3,4;"
+printf 'slots: 40\nsnapkv { windw: 8 }\n' >"$tmp/bad.txtpb"
+expect_error 1 "bad.txtpb:2:" generate --model=$MODEL --ids=1 --cache_config="$tmp/bad.txtpb"
+expect_error 1 "cannot open" generate --model=$MODEL --ids=1 --cache_config=/nonexistent.txtpb
+# The budget is checked against config.json before the weights are read.
+mkdir -p "$tmp/noweights"
+cp $MODEL/config.json "$tmp/noweights/"
+expect_error 1 "has 1 budgets but the model has 2" generate --model="$tmp/noweights" --ids=1 --cache=h2o --cache_layer_slots=8
+
 # A corrupt checkpoint from the CLI.
 mkdir -p "$tmp/bad"
 cp $MODEL/config.json "$tmp/bad/"
