@@ -170,7 +170,7 @@ TEST(ValidateTest, RejectsImpossibleConfigs) {
   for (const Bad& b : {
            Bad{"slots: 6 streaming { sinks: 4 window: 4 }", "smaller than sinks 4 + window 4"},
            Bad{"slots: 4 streaming { sinks: 4 }", "smaller than sinks 4"},
-           Bad{"slots: 8 h2o { window: 9 }", "larger than the window 9"},
+           Bad{"slots: 8 h2o { window: 9 }", "smaller than the window 9"},
            Bad{"slots: 64 snapkv { window: 32 }", "larger than the prefill chunk 16"},
            Bad{"slots: 16 snapkv {}", "window 32 (the default)"},
            Bad{"slots: 64 snapkv { window: 8 kernel: 4 }", "kernel must be odd"},
@@ -178,7 +178,7 @@ TEST(ValidateTest, RejectsImpossibleConfigs) {
            Bad{"slots: 64 layer_slots: 1 layer_slots: 1 layer_slots: 1 h2o {}", "not both"},
            Bad{"layer_slots: 9 layer_slots: 0 layer_slots: 9 h2o {}", "layer_slots[1] must be > 0"},
            Bad{"layer_slots: 9 layer_slots: 9 layer_slots: 9 pyramidkv { window: 4 }", "computes its own"},
-           Bad{"slots: 12 pyramidkv { window: 8 }", "leave a layer no slots"},
+           Bad{"slots: 12 pyramidkv { window: 8 beta: 0 }", "beta must be >= 1"},
            Bad{"slots: 16 kvmerger { window: 8 heavy: 8 }", "larger than window 8 + heavy 8"},
            Bad{"slots: 16 kvmerger { sigma: 0 }", "sigma must be a positive"},
            Bad{"h2o {}", "needs a budget"},

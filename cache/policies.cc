@@ -7,7 +7,6 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "cache/compressed_cache.h"
 #include "cache/compressors.h"
 
@@ -76,8 +75,8 @@ absl::StatusOr<Resolved> Resolve(const CacheConfig& c, int64_t num_layers,
   auto check_window = [&](int64_t window, bool has) -> Error {
     const std::string label = has ? "" : " (the default)";
     if (window < 1) return Invalid(name, absl::StrCat("window must be >= 1, got ", window));
-    if (window >= budget) {
-      return Invalid(name, absl::StrCat("budget ", budget, " must be larger than the window ",
+    if (window > budget) {
+      return Invalid(name, absl::StrCat("budget ", budget, " is smaller than the window ",
                                         window, label));
     }
     if (window > max_chunk) {
@@ -119,9 +118,9 @@ absl::StatusOr<Resolved> Resolve(const CacheConfig& c, int64_t num_layers,
       const H2OPolicy& p = c.h2o();
       const int64_t window = Or(p.has_window(), p.window(), budget / 2);
       if (window < 0) return Invalid(name, absl::StrCat("window must be >= 0, got ", window));
-      if (window >= budget) {
-        return Invalid(name, absl::StrCat("budget ", budget, " must be larger than the window ",
-                                          window, " (room for heavy hitters)"));
+      if (window > budget) {
+        return Invalid(name, absl::StrCat("budget ", budget, " is smaller than the window ",
+                                          window));
       }
       r.compressor = MakeH2OCompressor(window, p.average_over_queries());
       return r;
@@ -143,14 +142,9 @@ absl::StatusOr<Resolved> Resolve(const CacheConfig& c, int64_t num_layers,
       if (Error e = check_window(window, p.has_window()); !e.ok()) return e;
       if (Error e = check_kernel(kernel); !e.ok()) return e;
       if (beta < 1) return Invalid(name, absl::StrCat("beta must be >= 1, got ", beta));
+      // Every layer gets at least its window (the smallest prefix budget,
+      // (B - w) / beta, is >= 0).
       r.budgets = PyramidBudgets(budget, window, beta, num_layers);
-      for (int64_t b : r.budgets) {
-        if (b <= window) {
-          return Invalid(name, absl::StrCat("layer budgets [", absl::StrJoin(r.budgets, ","),
-                                            "] leave a layer no slots beyond the window ",
-                                            window, "; raise slots or lower beta"));
-        }
-      }
       r.compressor = MakeSnapKVCompressor(window, kernel);
       return r;
     }
