@@ -182,6 +182,7 @@ TEST(ValidateTest, RejectsImpossibleConfigs) {
            Bad{"slots: 16 kvmerger { window: 8 heavy: 8 }", "larger than window 8 + heavy 8"},
            Bad{"slots: 16 kvmerger { sigma: 0 }", "sigma must be a positive"},
            Bad{"h2o {}", "needs a budget"},
+           Bad{"slots: 2000000000 h2o {}", "exceeds the limit"},
            Bad{"slots: 512", "keeps every token"},
        }) {
     const absl::Status s = ValidateCacheConfig(Config(b.text), kLayers, 16);

@@ -16,6 +16,9 @@ namespace {
 
 using Error = absl::Status;
 
+// Per layer and KV head; a budget is allocated when the cache is made.
+constexpr int64_t kMaxSlots = int64_t{1} << 24;
+
 Error Invalid(const std::string& policy, const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat("cache ", policy, ": ", what));
 }
@@ -69,6 +72,12 @@ absl::StatusOr<Resolved> Resolve(const CacheConfig& c, int64_t num_layers,
     }
   } else {
     r.budgets.assign(num_layers, c.slots());
+  }
+  for (int64_t b : r.budgets) {
+    if (b > kMaxSlots) {
+      return Invalid(name, absl::StrCat("a budget of ", b, " slots exceeds the limit of ",
+                                        kMaxSlots, " (storage is reserved up front)"));
+    }
   }
   // The smallest budget is the one every window must fit in.
   const int64_t budget = *std::min_element(r.budgets.begin(), r.budgets.end());
