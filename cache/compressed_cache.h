@@ -42,6 +42,7 @@ struct CompressRequest {
   int64_t chunk = 0;                // tokens in the chunk just appended
   int64_t window_queries = 0;       // queries summed into col_sums
   int32_t last_position = 0;        // absolute position of the newest token
+  bool decoding = false;            // evicting while decoding
 };
 
 class Compressor {
@@ -64,7 +65,7 @@ class Compressor {
 class CompressedKvCache : public KvCache {
  public:
   // `budgets`: slots per layer; `max_chunk`: the longest chunk appended at
-  // once (storage for budget + max_chunk is reserved up front).
+  // once (storage grows to budget + max_chunk and stays there).
   CompressedKvCache(const CacheShape& shape, std::vector<int64_t> budgets,
                     int64_t max_chunk,
                     std::shared_ptr<const Compressor> compressor);
@@ -89,6 +90,7 @@ class CompressedKvCache : public KvCache {
   std::vector<int64_t> budgets_;
   std::shared_ptr<const Compressor> compressor_;
   std::vector<LayerState> layers_;
+  int64_t max_chunk_ = 0;
   // Size each layer keeps while decoding (set when decoding begins).
   std::vector<int64_t> decode_caps_;
   CachePhase phase_ = CachePhase::kPrefill;

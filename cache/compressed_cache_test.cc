@@ -80,10 +80,8 @@ TEST_P(InvariantsTest, BudgetPositionsSinksWindow) {
   auto budgets = LayerBudgets(Config(pc.config), kLayers, chunk);
   ASSERT_TRUE(budgets.ok());
   Driver d(cache);
-  int64_t bytes_after_first = -1;
   for (int64_t n : {16, 5, 16, 16, 1, 16, 16, 9, 16, 16, 16, 16}) {
     d.Feed(n);
-    if (bytes_after_first < 0) bytes_after_first = cache.bytes();
     for (int layer = 0; layer < kLayers; ++layer) {
       const int64_t budget = (*budgets)[layer];
       const LayerView v = cache.View(layer);
@@ -101,10 +99,13 @@ TEST_P(InvariantsTest, BudgetPositionsSinksWindow) {
       }
     }
   }
-  // Never more than the budget plus one chunk, and storage stopped growing.
+  // Never more than the budget plus one chunk.
   const int64_t max_budget = *std::max_element(budgets->begin(), budgets->end());
   EXPECT_LE(d.max_seen(), max_budget + chunk);
-  EXPECT_EQ(cache.bytes(), bytes_after_first);
+  // Storage is exactly budget + one chunk per layer.
+  int64_t want_bytes = 0;
+  for (int64_t b : *budgets) want_bytes += (b + chunk) * kHeads * kDim * 2 * 4;
+  EXPECT_EQ(cache.bytes(), want_bytes);
   EXPECT_EQ(cache.tokens_seen(), d.next());
   const CacheStats st = cache.Stats();
   EXPECT_EQ(st.tokens_seen, d.next());
@@ -201,6 +202,27 @@ TEST(ValidateTest, PolicyNames) {
   }
   const absl::Status s = SetPolicyByName("snapkvv", &c);
   EXPECT_NE(std::string(s.message()).find("unknown cache policy \"snapkvv\""), std::string::npos);
+}
+
+TEST(ValidateTest, CacheLargerThanMemoryIsAnError) {
+  // 2^24 slots x 64 heads x 128 dims x 8 bytes x 3 layers = 3 TiB.
+  auto made = MakeCache(Config("slots: 16777216 h2o {}"), {kLayers, 64, 128}, 16);
+  ASSERT_FALSE(made.ok());
+  EXPECT_NE(std::string(made.status().message()).find("more than this machine"),
+            std::string::npos) << made.status();
+}
+
+TEST(PhasesTest, H2OWithoutWindowKeepsTheDecodedToken) {
+  auto made = MakeCache(Config("slots: 6 h2o { window: 0 }"), {kLayers, kHeads, kDim}, 16);
+  ASSERT_TRUE(made.ok());
+  Driver d(**made);
+  d.Feed(16);
+  (*made)->SetPhase(CachePhase::kDecode);
+  for (int i = 0; i < 4; ++i) {
+    d.Feed(1);
+    EXPECT_EQ(d.Positions(1, 1).back(), d.next() - 1);
+    EXPECT_EQ((*made)->View(1).length, 6);
+  }
 }
 
 TEST(ValidateTest, ReindexNeedsRopeFrequencies) {

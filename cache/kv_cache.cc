@@ -9,8 +9,7 @@ namespace kvfold {
 
 void LayerSlots::Reserve(const CacheShape& shape, int64_t slots) {
   if (slots <= capacity()) return;
-  // Geometric growth keeps appends amortised O(1).
-  const int64_t cap = std::max<int64_t>(slots, capacity() * 2);
+  const int64_t cap = slots;
   const int64_t h = shape.kv_heads, d = shape.head_dim;
   Tensor k({h, cap, d}, DType::kF32), v({h, cap, d}, DType::kF32);
   Tensor p({h, cap}, DType::kI32);
@@ -30,7 +29,10 @@ void LayerSlots::Reserve(const CacheShape& shape, int64_t slots) {
 
 void LayerSlots::AppendChunk(const CacheShape& shape, const float* k,
                              const float* v, const int32_t* pos, int64_t n) {
-  Reserve(shape, length + n);
+  // Geometric growth keeps appends amortised O(1).
+  if (length + n > capacity()) {
+    Reserve(shape, std::max<int64_t>(length + n, capacity() * 2));
+  }
   const int64_t h = shape.kv_heads, d = shape.head_dim, cap = capacity();
   // [n, heads, d] -> [heads, slots, d]
   for (int64_t g = 0; g < h; ++g) {

@@ -51,9 +51,11 @@ struct LayerSlots {
   int64_t length = 0;
 
   int64_t capacity() const { return keys.empty() ? 0 : keys.dim(1); }
-  // Grows capacity to at least `slots`, keeping the first `length` slots.
+  // Grows capacity to exactly `slots` if it is smaller, keeping the first
+  // `length` slots.
   void Reserve(const CacheShape& shape, int64_t slots);
-  // Copies a chunk k, v: [n, kv_heads, head_dim] into slots [length, length+n).
+  // Copies a chunk k, v: [n, kv_heads, head_dim] into slots [length, length+n),
+  // growing capacity geometrically when needed.
   void AppendChunk(const CacheShape& shape, const float* k, const float* v,
                    const int32_t* positions, int64_t n);
   LayerSlots Copy() const;

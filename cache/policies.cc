@@ -2,6 +2,7 @@
 
 #include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/text_format.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -125,7 +126,7 @@ absl::StatusOr<Resolved> Resolve(const CacheConfig& c, int64_t num_layers,
     }
     case CacheConfig::kH2O: {
       const H2OPolicy& p = c.h2o();
-      const int64_t window = Or(p.has_window(), p.window(), budget / 2);
+      const int64_t window = Or(p.has_window(), p.window(), std::max<int64_t>(1, budget / 2));
       if (window < 0) return Invalid(name, absl::StrCat("window must be >= 0, got ", window));
       if (window > budget) {
         return Invalid(name, absl::StrCat("budget ", budget, " is smaller than the window ",
@@ -160,7 +161,7 @@ absl::StatusOr<Resolved> Resolve(const CacheConfig& c, int64_t num_layers,
     case CacheConfig::kKvmerger: {
       const KVMergerPolicy& p = c.kvmerger();
       KVMergerParams m;
-      m.window = Or(p.has_window(), p.window(), budget / 8);
+      m.window = Or(p.has_window(), p.window(), std::max<int64_t>(1, budget / 8));
       m.heavy = Or(p.has_heavy(), p.heavy(), budget / 8);
       m.sigma = p.has_sigma() ? p.sigma() : 5.0f;
       m.scale_values_by_size = p.value_norm() == KVMergerPolicy::SCALED_BY_SIZE;
@@ -206,6 +207,15 @@ absl::StatusOr<std::unique_ptr<KvCache>> MakeCache(const CacheConfig& config,
   if (!r.ok()) return r.status();
   if (r->compressor == nullptr) {
     return std::unique_ptr<KvCache>(std::make_unique<FullKvCache>(shape));
+  }
+  // Keys and values (f32) of every budget must fit in this machine's memory.
+  double bytes = 0;
+  for (int64_t b : r->budgets) bytes += 8.0 * b * shape.kv_heads * shape.head_dim;
+  const double physical = double(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGE_SIZE);
+  if (physical > 0 && bytes > physical) {
+    return Invalid(PolicyName(config),
+                   absl::StrCat("budgets need ", bytes / (1 << 30), " GiB of keys and values per "
+                                "sequence, more than this machine's ", physical / (1 << 30), " GiB"));
   }
   if (r->compressor->ReindexesPositions() &&
       static_cast<int64_t>(shape.rope_inv_freq.size()) * 2 != shape.head_dim) {

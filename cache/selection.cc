@@ -123,7 +123,10 @@ class H2OCompressor : public Compressor {
   bool EvictsInDecode() const override { return true; }
 
   void Compress(LayerState& layer, const CompressRequest& r) const override {
-    KeepTopAndWindow(layer, r, window_,
+    // While decoding the newest token is always kept (with window 0 it
+    // would otherwise be dropped right after its own step).
+    const int64_t window = r.decoding ? std::max<int64_t>(window_, 1) : window_;
+    KeepTopAndWindow(layer, r, window,
                      [&](int64_t g, int64_t prefix, float* rank) {
                        const float* sc = layer.head_scores(g);
                        const int32_t* pos = layer.slots.positions.as<int32_t>() +
