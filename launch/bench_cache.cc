@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -113,7 +114,11 @@ absl::StatusOr<nlohmann::json> RunForked(const LlamaModel& model,
   std::fflush(stdout);
   std::fflush(stderr);
   const pid_t pid = fork();
-  if (pid < 0) return absl::InternalError("bench_cache: fork failed");
+  if (pid < 0) {
+    close(fds[0]);
+    close(fds[1]);
+    return absl::InternalError("bench_cache: fork failed");
+  }
   if (pid == 0) {
     close(fds[0]);
     absl::StatusOr<nlohmann::json> row = RunOne(model, options, length, decode);
@@ -125,15 +130,27 @@ absl::StatusOr<nlohmann::json> RunForked(const LlamaModel& model,
   close(fds[1]);
   std::string text;
   char buf[4096];
-  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;) text.append(buf, n);
+  for (;;) {
+    const ssize_t n = read(fds[0], buf, sizeof buf);
+    if (n > 0) {
+      text.append(buf, n);
+    } else if (n == 0 || errno != EINTR) {
+      break;
+    }
+  }
   close(fds[0]);
   int wstatus = 0;
-  waitpid(pid, &wstatus, 0);
+  while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {
+  }
   if (!WIFEXITED(wstatus) || WEXITSTATUS(wstatus) != 0 || text.empty()) {
     return absl::InternalError(absl::StrCat(
         "bench_cache: the run of ", length, " tokens died (status ", wstatus, ")"));
   }
-  nlohmann::json row = nlohmann::json::parse(text);
+  nlohmann::json row = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (row.is_discarded()) {
+    return absl::InternalError("bench_cache: unreadable result from the run of " +
+                               std::to_string(length) + " tokens");
+  }
   if (row.contains("error")) {
     return absl::InternalError(row["error"].get<std::string>());
   }

@@ -201,14 +201,25 @@ absl::StatusOr<std::vector<GenerateResult>> Engine::Answer(
     std::unique_ptr<KvCache> cache;
     auto t0 = std::chrono::steady_clock::now();
     if (aware) {
+      // The question joins the document's last chunk, so that chunk is
+      // compressed once, with the question's queries voting.
       KVFOLD_ASSIGN_OR_RETURN(cache, NewCache());
-      KVFOLD_RETURN_IF_ERROR(Prefill(document, LogitsFor::kNone, *cache, nullptr));
+      const int64_t n = static_cast<int64_t>(document.size());
+      const int64_t q = static_cast<int64_t>(question.size());
+      const int64_t tail = std::min(n, std::max<int64_t>(0, options_.prefill_chunk - q));
+      if (n > tail) {
+        KVFOLD_RETURN_IF_ERROR(
+            Prefill(document.subspan(0, n - tail), LogitsFor::kNone, *cache, nullptr));
+      }
       r.document_cache = cache->Stats();
+      std::vector<int32_t> last(document.end() - tail, document.end());
+      last.insert(last.end(), question.begin(), question.end());
+      KVFOLD_RETURN_IF_ERROR(PrefillQuestion(last, LogitsFor::kLast, *cache, &logits));
     } else {
       cache = doc_cache->Clone();
       r.document_cache = doc_cache->Stats();
+      KVFOLD_RETURN_IF_ERROR(PrefillQuestion(question, LogitsFor::kLast, *cache, &logits));
     }
-    KVFOLD_RETURN_IF_ERROR(PrefillQuestion(question, LogitsFor::kLast, *cache, &logits));
     r.prefill_seconds = Seconds(t0) + doc_seconds;
     KVFOLD_RETURN_IF_ERROR(DecodeLoop(*cache, logits, options, &r));
     results.push_back(std::move(r));

@@ -92,7 +92,9 @@ class Engine {
   // An answer to each question about `document`. Question-agnostic (the
   // default): the document is prefilled and compressed once and each
   // question continues a copy of that cache. Question-aware: document and
-  // question are prefilled together, once per question.
+  // question are prefilled together, once per question, the question in the
+  // same chunk as the document's last tokens (`document_cache` is then the
+  // cache before that chunk).
   absl::StatusOr<std::vector<GenerateResult>> Answer(
       absl::Span<const int32_t> document,
       const std::vector<std::vector<int32_t>>& questions,

@@ -183,9 +183,17 @@ TEST(CacheModelTest, QuestionAwareCompressesTheQuestionWithTheDocument) {
   const LayerView v = (*cache)->View(1);
   ASSERT_EQ(v.length, 40);
   for (int i = 0; i < 8; ++i) EXPECT_EQ(v.positions[40 - 8 + i], 162 - 8 + i);
-  // A different answer from the agnostic mode is allowed, not required;
-  // both must be well formed.
   EXPECT_EQ((*r)[0].tokens.size(), 4u);
+  // Answer puts the question in one chunk with the document's last 20
+  // tokens (chunk 32), so that chunk is compressed once with its votes.
+  auto aligned = engine.NewCache();
+  ASSERT_TRUE(engine.Prefill(std::vector<int32_t>(doc.begin(), doc.begin() + 130),
+                             LogitsFor::kNone, **aligned, nullptr).ok());
+  std::vector<int32_t> last(doc.begin() + 130, doc.end());
+  last.insert(last.end(), question.begin(), question.end());
+  ASSERT_TRUE(engine.PrefillQuestion(last, LogitsFor::kLast, **aligned, &logits).ok());
+  EXPECT_EQ(Argmax(logits.data(), 256), (*r)[0].tokens[0]);
+  EXPECT_EQ((*r)[0].document_cache.tokens_seen, 130);
 }
 
 TEST(CacheModelTest, ScoreUnderCompressionReportsStats) {
