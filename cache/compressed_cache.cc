@@ -34,7 +34,15 @@ CompressedKvCache::CompressedKvCache(
       compressor_(std::move(compressor)),
       layers_(shape.num_layers),
       decode_caps_(budgets_) {
-  max_chunk_ = max_chunk;
+  // Fixed-size storage, reserved up front (static shapes; MakeCache checked
+  // that it fits in memory).
+  for (int64_t l = 0; l < shape_.num_layers; ++l) {
+    LayerState& s = layers_[l];
+    s.slots.Reserve(shape_, budgets_[l] + max_chunk);
+    if (compressor_->AccumulatesScores()) {
+      s.scores = Tensor({shape_.kv_heads, s.slots.capacity()}, DType::kF32);
+    }
+  }
 }
 
 absl::Status CompressedKvCache::Append(int layer, const float* k,
@@ -45,18 +53,9 @@ absl::Status CompressedKvCache::Append(int layer, const float* k,
   }
   LayerState& s = layers_[layer];
   const int64_t old_cap = s.slots.capacity();
-  const int64_t need = s.slots.length + n;
-  if (need > old_cap) {
-    // Geometric growth, but never past budget + one chunk while the cache
-    // is filling: that is its size for good once compression starts.
-    // (Beyond it only an appended question or decoding grows it.)
-    const int64_t full = budgets_[layer] + max_chunk_;
-    int64_t cap = std::max(need, 2 * old_cap);
-    if (need <= full) cap = std::min(cap, full);
-    s.slots.Reserve(shape_, cap);
-  }
   s.slots.AppendChunk(shape_, k, v, positions, n);
   if (compressor_->AccumulatesScores() && s.slots.capacity() != old_cap) {
+    // Storage grew (appending a question or decoding past the reserve).
     Tensor grown({shape_.kv_heads, s.slots.capacity()}, DType::kF32);
     for (int64_t g = 0; g < shape_.kv_heads && old_cap > 0; ++g) {
       std::memcpy(grown.as<float>() + g * s.slots.capacity(),
@@ -156,7 +155,6 @@ int64_t CompressedKvCache::bytes() const {
 std::unique_ptr<KvCache> CompressedKvCache::Clone() const {
   auto c = std::make_unique<CompressedKvCache>(shape_, budgets_, 0,
                                                compressor_);
-  c->max_chunk_ = max_chunk_;
   for (int64_t l = 0; l < shape_.num_layers; ++l) {
     c->layers_[l].slots = layers_[l].slots.Copy();
     c->layers_[l].scores =

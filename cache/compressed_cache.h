@@ -65,7 +65,7 @@ class Compressor {
 class CompressedKvCache : public KvCache {
  public:
   // `budgets`: slots per layer; `max_chunk`: the longest chunk appended at
-  // once (storage grows to budget + max_chunk and stays there).
+  // once (storage for budget + max_chunk is reserved up front).
   CompressedKvCache(const CacheShape& shape, std::vector<int64_t> budgets,
                     int64_t max_chunk,
                     std::shared_ptr<const Compressor> compressor);
@@ -90,7 +90,6 @@ class CompressedKvCache : public KvCache {
   std::vector<int64_t> budgets_;
   std::shared_ptr<const Compressor> compressor_;
   std::vector<LayerState> layers_;
-  int64_t max_chunk_ = 0;
   // Size each layer keeps while decoding (set when decoding begins).
   std::vector<int64_t> decode_caps_;
   CachePhase phase_ = CachePhase::kPrefill;

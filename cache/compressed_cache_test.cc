@@ -212,6 +212,14 @@ TEST(ValidateTest, CacheLargerThanMemoryIsAnError) {
             std::string::npos) << made.status();
 }
 
+TEST(ValidateTest, HugeChunkReserveIsAnErrorNotACrash) {
+  // 64 slots + a 2^31-token chunk x 64 heads x 128 dims x 8 bytes.
+  auto made = MakeCache(Config("slots: 64 h2o {}"), {kLayers, 64, 128}, int64_t{1} << 31);
+  ASSERT_FALSE(made.ok());
+  EXPECT_NE(std::string(made.status().message()).find("budget + prefill chunk"),
+            std::string::npos) << made.status();
+}
+
 TEST(PhasesTest, H2OWithoutWindowKeepsTheDecodedToken) {
   auto made = MakeCache(Config("slots: 6 h2o { window: 0 }"), {kLayers, kHeads, kDim}, 16);
   ASSERT_TRUE(made.ok());

@@ -208,14 +208,18 @@ absl::StatusOr<std::unique_ptr<KvCache>> MakeCache(const CacheConfig& config,
   if (r->compressor == nullptr) {
     return std::unique_ptr<KvCache>(std::make_unique<FullKvCache>(shape));
   }
-  // Keys and values (f32) of every budget must fit in this machine's memory.
+  // The storage reserved up front, keys and values in f32 for budget + one
+  // chunk per layer, must fit in this machine's memory.
   double bytes = 0;
-  for (int64_t b : r->budgets) bytes += 8.0 * b * shape.kv_heads * shape.head_dim;
+  for (int64_t b : r->budgets) {
+    bytes += 8.0 * (b + max_chunk) * shape.kv_heads * shape.head_dim;
+  }
   const double physical = double(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGE_SIZE);
   if (physical > 0 && bytes > physical) {
     return Invalid(PolicyName(config),
-                   absl::StrCat("budgets need ", bytes / (1 << 30), " GiB of keys and values per "
-                                "sequence, more than this machine's ", physical / (1 << 30), " GiB"));
+                   absl::StrCat("budget + prefill chunk need ", bytes / (1 << 30),
+                                " GiB of keys and values per sequence, more than this "
+                                "machine's ", physical / (1 << 30), " GiB"));
   }
   if (r->compressor->ReindexesPositions() &&
       static_cast<int64_t>(shape.rope_inv_freq.size()) * 2 != shape.head_dim) {
