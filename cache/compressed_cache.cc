@@ -102,8 +102,7 @@ absl::Status CompressedKvCache::AfterAttention(int layer,
                                                const ChunkStats& stats) {
   LayerState& s = layers_[layer];
   const int64_t length = s.slots.length;
-  const int64_t window = compressor_->ColumnSumQueries(stats.chunk);
-  if (window > 0 && stats.col_sums == nullptr) {
+  if (compressor_->ColumnSumQueries(stats.chunk) > 0 && stats.col_sums == nullptr) {
     return absl::InternalError("cache policy needs attention column sums");
   }
   if (compressor_->AccumulatesScores()) {
@@ -125,8 +124,6 @@ absl::Status CompressedKvCache::AfterAttention(int layer,
   r.shape = &shape_;
   r.target = target;
   r.col_sums = stats.col_sums;
-  r.chunk = stats.chunk;
-  r.window_queries = window;
   r.last_position = last_position_;
   r.decoding = phase_ == CachePhase::kDecode;
   compressor_->Compress(s, r);

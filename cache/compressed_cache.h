@@ -39,8 +39,6 @@ struct CompressRequest {
   const CacheShape* shape = nullptr;
   int64_t target = 0;               // slots per head to leave
   const float* col_sums = nullptr;  // [kv_heads, length] this chunk's, or null
-  int64_t chunk = 0;                // tokens in the chunk just appended
-  int64_t window_queries = 0;       // queries summed into col_sums
   int32_t last_position = 0;        // absolute position of the newest token
   bool decoding = false;            // evicting while decoding
 };
@@ -82,8 +80,6 @@ class CompressedKvCache : public KvCache {
   int64_t tokens_seen() const override { return tokens_seen_; }
   int64_t bytes() const override;
   std::unique_ptr<KvCache> Clone() const override;
-
-  int64_t budget(int layer) const { return budgets_[layer]; }
 
  private:
   CacheShape shape_;

@@ -78,7 +78,7 @@ TEST(PyramidBudgetsTest, LinearFromMaxToMin) {
 TEST(StreamingTest, KeepsSinksAndMostRecent) {
   const CacheShape shape{1, 2, 3};
   LayerState s = MakeLayer(shape, 12);
-  CompressRequest r{&shape, 7, nullptr, 4, 0, 11};
+  CompressRequest r{&shape, 7, nullptr, 11};
   MakeStreamingCompressor(2, false)->Compress(s, r);
   ASSERT_EQ(s.slots.length, 7);
   for (int64_t g = 0; g < 2; ++g) {
@@ -111,7 +111,7 @@ TEST(StreamingTest, ReindexRerotatesKeysToSlotIndex) {
     keys.insert(keys.end(), k.begin(), k.end());
   }
   LayerState s = MakeLayer(shape, n, keys, keys);
-  CompressRequest r{&shape, 5, nullptr, 1, 0, 9};
+  CompressRequest r{&shape, 5, nullptr, 9};
   MakeStreamingCompressor(1, true)->Compress(s, r);
   ASSERT_EQ(Positions(s, 0), (std::vector<int32_t>{0, 6, 7, 8, 9}));
   for (int64_t slot = 0; slot < 5; ++slot) {
@@ -127,7 +127,7 @@ TEST(H2OTest, RecentWindowPlusHeaviestPerHead) {
   const float sc1[8] = {0, 9, 0, 8, 0, 7, 1, 1};
   std::copy(sc0, sc0 + 8, s.head_scores(0));
   std::copy(sc1, sc1 + 8, s.head_scores(1));
-  CompressRequest r{&shape, 4, nullptr, 8, 8, 7};
+  CompressRequest r{&shape, 4, nullptr, 7};
   MakeH2OCompressor(2, false)->Compress(s, r);
   EXPECT_EQ(Positions(s, 0), (std::vector<int32_t>{0, 2, 6, 7}));
   EXPECT_EQ(Positions(s, 1), (std::vector<int32_t>{1, 3, 6, 7}));
@@ -141,7 +141,7 @@ TEST(H2OTest, AverageOverQueriesDividesByQueriesThatSawTheToken) {
   LayerState s = MakeLayer(shape, 8);
   const float sc[8] = {8, 3.5f, 0, 0, 0, 2.9f, 0, 0};  // / 8, 7, .., 3
   std::copy(sc, sc + 8, s.head_scores(0));
-  CompressRequest r{&shape, 2, nullptr, 8, 8, 7};
+  CompressRequest r{&shape, 2, nullptr, 7};
   MakeH2OCompressor(0, true)->Compress(s, r);
   EXPECT_EQ(Positions(s, 0), (std::vector<int32_t>{0, 5}));  // 1.0 and 0.967
   LayerState t = MakeLayer(shape, 8);
@@ -160,7 +160,7 @@ TEST(SnapKVTest, PooledVotesOfPrefixPlusWindow) {
   cols[6] = 0.6f;
   cols[7] = 0.6f;
   cols[10] = 100.0f;  // window column: never a vote
-  CompressRequest r{&shape, 6, cols.data(), 3, 3, 11};
+  CompressRequest r{&shape, 6, cols.data(), 11};
   MakeSnapKVCompressor(3, 3)->Compress(s, r);
   // Pooled (kernel 3): 6 -> 0.4, 7 -> 0.4, 2 -> 0.33, 5/8 -> 0.2, 1/3 -> 0.33.
   // Top 3 of the prefix: 6, 7, then 1/2/3 tie at 1/3 -> earliest index 1.
@@ -188,7 +188,7 @@ TEST(KVMergerTest, MergesSimilarRunsAtThePivot) {
   p.window = 1;
   p.heavy = 1;
   p.sigma = 1.0f;
-  CompressRequest r{&shape, 5, nullptr, 10, 10, 9};
+  CompressRequest r{&shape, 5, nullptr, 9};
   MakeKVMergerCompressor(p)->Compress(s, r);
   ASSERT_EQ(s.slots.length, 5);
   // Sets {0..4} pivot 1 (score 3), {5, 6} pivot 6, {7}, {8}, {9}.
@@ -227,7 +227,7 @@ TEST(KVMergerTest, ScaledValuesAndReleasedHeavyHitters) {
   p.window = 1;
   p.heavy = 3;
   p.scale_values_by_size = true;
-  CompressRequest r{&shape, 4, nullptr, 10, 10, 9};
+  CompressRequest r{&shape, 4, nullptr, 9};
   MakeKVMergerCompressor(p)->Compress(s, r);
   // Protected {1, 9}: sets {0}, {1}, {2..8}, {9}.
   EXPECT_EQ(Positions(s, 0), (std::vector<int32_t>{0, 1, 3, 9}));

@@ -76,6 +76,7 @@ absl::Status ValidateGenerateOptions(const GenerateOptions& options) {
 }
 
 absl::StatusOr<std::unique_ptr<KvCache>> Engine::NewCache() const {
+  KVFOLD_RETURN_IF_ERROR(ValidateEngineOptions(options_));
   return MakeCache(options_.cache, model_.cache_shape(), options_.prefill_chunk);
 }
 
@@ -167,7 +168,6 @@ absl::StatusOr<std::vector<GenerateResult>> Engine::Answer(
     const std::vector<std::vector<int32_t>>& questions,
     const GenerateOptions& options) {
   KVFOLD_RETURN_IF_ERROR(ValidateGenerateOptions(options));
-  KVFOLD_RETURN_IF_ERROR(ValidateCacheOptions(options_, model_.config().num_layers));
   if (document.empty()) return absl::InvalidArgumentError("empty prompt");
   for (size_t i = 0; i < questions.size(); ++i) {
     if (questions[i].empty()) {
@@ -231,7 +231,6 @@ absl::StatusOr<ScoreResult> Engine::Score(absl::Span<const int32_t> tokens) {
   if (tokens.size() < 2) {
     return absl::InvalidArgumentError("score needs at least two tokens");
   }
-  KVFOLD_RETURN_IF_ERROR(ValidateCacheOptions(options_, model_.config().num_layers));
   KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<KvCache> cache, NewCache());
   const int64_t n = static_cast<int64_t>(tokens.size());
   const int64_t vocab = model_.config().vocab_size;

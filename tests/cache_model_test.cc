@@ -19,6 +19,14 @@ CacheConfig Config(const std::string& text) {
   return *c;
 }
 
+EngineOptions Options(const std::string& config, int64_t chunk) {
+  EngineOptions o;
+  o.threads = 2;
+  o.prefill_chunk = chunk;
+  o.cache = Config(config);
+  return o;
+}
+
 std::vector<int32_t> Ids(int64_t n, int64_t seed, int64_t vocab = 256) {
   std::vector<int32_t> ids(n);
   for (int64_t i = 0; i < n; ++i) ids[i] = int32_t((i * 37 + seed * 101 + 11) % vocab);
@@ -34,10 +42,7 @@ std::unique_ptr<LlamaModel> Load(const std::string& name) {
 // All-position logits of `ids` through a fresh cache of `config`.
 std::vector<float> Logits(const LlamaModel& model, const std::string& config,
                           const std::vector<int32_t>& ids, int64_t chunk) {
-  EngineOptions o;
-  o.threads = 2;
-  o.prefill_chunk = chunk;
-  o.cache = Config(config);
+  const EngineOptions o = Options(config, chunk);
   Engine engine(model, o);
   auto cache = engine.NewCache();
   EXPECT_TRUE(cache.ok()) << cache.status();
@@ -90,10 +95,7 @@ TEST(CacheModelTest, ChunkedPrefillKeepsInvariantsWithRealAttention) {
                         "slots: 48 snapkv { window: 8 }",
                         "slots: 48 pyramidkv { window: 8 beta: 4 }",
                         "slots: 48 kvmerger { window: 4 heavy: 8 }"}) {
-    EngineOptions o;
-    o.threads = 2;
-    o.prefill_chunk = 20;
-    o.cache = Config(c);
+    const EngineOptions o = Options(c, 20);
     Engine engine(*model, o);
     auto cache = engine.NewCache();
     ASSERT_TRUE(cache.ok());
@@ -124,10 +126,7 @@ TEST(CacheModelTest, ChunkedPrefillKeepsInvariantsWithRealAttention) {
 TEST(CacheModelTest, QuestionAgnosticServesManyQuestionsFromOneDocument) {
   auto model = Load("llama3_f32");
   ASSERT_NE(model, nullptr);
-  EngineOptions o;
-  o.threads = 2;
-  o.prefill_chunk = 32;
-  o.cache = Config("slots: 40 snapkv { window: 8 }");
+  const EngineOptions o = Options("slots: 40 snapkv { window: 8 }", 32);
   Engine engine(*model, o);
   GenerateOptions g;
   g.max_new_tokens = 6;
@@ -162,10 +161,7 @@ TEST(CacheModelTest, QuestionAgnosticServesManyQuestionsFromOneDocument) {
 TEST(CacheModelTest, QuestionAwareCompressesTheQuestionWithTheDocument) {
   auto model = Load("llama3_f32");
   ASSERT_NE(model, nullptr);
-  EngineOptions o;
-  o.threads = 2;
-  o.prefill_chunk = 32;
-  o.cache = Config("slots: 40 question_aware: true snapkv { window: 8 }");
+  const EngineOptions o = Options("slots: 40 question_aware: true snapkv { window: 8 }", 32);
   Engine engine(*model, o);
   GenerateOptions g;
   g.max_new_tokens = 4;
@@ -199,10 +195,7 @@ TEST(CacheModelTest, QuestionAwareCompressesTheQuestionWithTheDocument) {
 TEST(CacheModelTest, ScoreUnderCompressionReportsStats) {
   auto model = Load("llama3_f32");
   ASSERT_NE(model, nullptr);
-  EngineOptions o;
-  o.threads = 2;
-  o.prefill_chunk = 16;
-  o.cache = Config("slots: 32 h2o {}");
+  const EngineOptions o = Options("slots: 32 h2o {}", 16);
   Engine engine(*model, o);
   auto r = engine.Score(Ids(100, 8));
   ASSERT_TRUE(r.ok()) << r.status();
@@ -215,9 +208,8 @@ TEST(CacheModelTest, ScoreUnderCompressionReportsStats) {
 TEST(CacheModelTest, BadCacheConfigFailsBeforeWork) {
   auto model = Load("llama3_f32");
   ASSERT_NE(model, nullptr);
-  EngineOptions o;
-  o.prefill_chunk = 16;
-  o.cache = Config("layer_slots: 32 snapkv { window: 8 }");  // model has 2 layers
+  // The model has 2 layers.
+  const EngineOptions o = Options("layer_slots: 32 snapkv { window: 8 }", 16);
   Engine engine(*model, o);
   auto r = engine.Answer(Ids(10, 1), {}, GenerateOptions());
   ASSERT_FALSE(r.ok());
