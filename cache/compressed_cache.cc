@@ -4,26 +4,63 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
 
 namespace kvfold {
 
 void LayerState::KeepSlots(const CacheShape& shape, int64_t head,
                            absl::Span<const int64_t> keep) {
   const int64_t cap = slots.capacity(), d = shape.head_dim;
-  float* k = slots.keys.as<float>() + head * cap * d;
-  float* v = slots.values.as<float>() + head * cap * d;
+  const bool on_host = shape.stream.device.kind == Device::Kind::kCpu;
+  float* k = on_host ? slots.keys.as<float>() + head * cap * d : nullptr;
+  float* v = on_host ? slots.values.as<float>() + head * cap * d : nullptr;
   int32_t* p = slots.positions.as<int32_t>() + head * cap;
   float* sc = scores.empty() ? nullptr : head_scores(head);
+  if (!on_host) {
+    // Device keys/values move in one gather per layer (FlushKeeps).
+    if (pending_keep.empty()) pending_keep.assign(shape.kv_heads * cap, -1);
+    for (size_t i = 0; i < keep.size(); ++i) {
+      pending_keep[head * cap + i] = static_cast<int32_t>(keep[i]);
+    }
+  }
   // keep is ascending, so keep[i] >= i: moving forward never overwrites a
   // slot still to be read.
   for (size_t i = 0; i < keep.size(); ++i) {
     const int64_t from = keep[i];
     if (from == static_cast<int64_t>(i)) continue;
-    std::memcpy(k + i * d, k + from * d, d * sizeof(float));
-    std::memcpy(v + i * d, v + from * d, d * sizeof(float));
+    if (on_host) {
+      std::memcpy(k + i * d, k + from * d, d * sizeof(float));
+      std::memcpy(v + i * d, v + from * d, d * sizeof(float));
+    }
     p[i] = p[from];
     if (sc != nullptr) sc[i] = sc[from];
   }
+}
+
+absl::Status LayerState::FlushKeeps(const CacheShape& shape) {
+  if (pending_keep.empty()) return absl::OkStatus();
+  const int64_t heads = shape.kv_heads, cap = slots.capacity();
+  const int64_t count = slots.length;
+  std::vector<int32_t> keep(heads * count);
+  for (int64_t g = 0; g < heads; ++g) {
+    const bool moved = pending_keep[g * cap] >= 0;
+    for (int64_t i = 0; i < count; ++i) {
+      keep[g * count + i] = moved ? pending_keep[g * cap + i] : int32_t(i);
+    }
+  }
+  pending_keep.clear();
+  const Stream& s = shape.stream;
+  if (keep_device.empty() || keep_device.numel() < heads * count) {
+    KVFOLD_ASSIGN_OR_RETURN(keep_device,
+                            Tensor::Allocate({heads, cap}, DType::kI32, s.device));
+  }
+  KVFOLD_RETURN_IF_ERROR(CopyToDevice(s, keep_device.data(), keep.data(),
+                                      keep.size() * sizeof(int32_t)));
+  const int32_t* idx = keep_device.as<int32_t>();
+  KVFOLD_RETURN_IF_ERROR(GatherRows(s, slots.keys.as<float>(), idx, count,
+                                    heads, cap, shape.head_dim));
+  return GatherRows(s, slots.values.as<float>(), idx, count, heads, cap,
+                    shape.head_dim);
 }
 
 CompressedKvCache::CompressedKvCache(
@@ -38,7 +75,10 @@ CompressedKvCache::CompressedKvCache(
   // that it fits in memory).
   for (int64_t l = 0; l < shape_.num_layers; ++l) {
     LayerState& s = layers_[l];
-    s.slots.Reserve(shape_, budgets_[l] + max_chunk);
+    if (absl::Status st = s.slots.Reserve(shape_, budgets_[l] + max_chunk);
+        !st.ok() && status_.ok()) {
+      status_ = st;  // reported by the first Append
+    }
     if (compressor_->AccumulatesScores()) {
       s.scores = Tensor({shape_.kv_heads, s.slots.capacity()}, DType::kF32);
     }
@@ -51,9 +91,10 @@ absl::Status CompressedKvCache::Append(int layer, const float* k,
   if (layer < 0 || layer >= shape_.num_layers) {
     return absl::InvalidArgumentError(absl::StrCat("no cache layer ", layer));
   }
+  KVFOLD_RETURN_IF_ERROR(status_);
   LayerState& s = layers_[layer];
   const int64_t old_cap = s.slots.capacity();
-  s.slots.AppendChunk(shape_, k, v, positions, n);
+  KVFOLD_RETURN_IF_ERROR(s.slots.AppendChunk(shape_, k, v, positions, n));
   if (compressor_->AccumulatesScores() && s.slots.capacity() != old_cap) {
     // Storage grew (appending a question or decoding past the reserve).
     Tensor grown({shape_.kv_heads, s.slots.capacity()}, DType::kF32);
@@ -105,10 +146,19 @@ absl::Status CompressedKvCache::AfterAttention(int layer,
   if (compressor_->ColumnSumQueries(stats.chunk) > 0 && stats.col_sums == nullptr) {
     return absl::InternalError("cache policy needs attention column sums");
   }
+  const float* col_sums = stats.col_sums;
+  if (col_sums != nullptr && shape_.stream.device.kind != Device::Kind::kCpu) {
+    // Policies choose slots on the host.
+    host_col_sums_.resize(shape_.kv_heads * length);
+    KVFOLD_RETURN_IF_ERROR(CopyToHost(shape_.stream, host_col_sums_.data(),
+                                      col_sums,
+                                      host_col_sums_.size() * sizeof(float)));
+    col_sums = host_col_sums_.data();
+  }
   if (compressor_->AccumulatesScores()) {
     for (int64_t g = 0; g < shape_.kv_heads; ++g) {
       float* sc = s.head_scores(g);
-      const float* cs = stats.col_sums + g * length;
+      const float* cs = col_sums + g * length;
       for (int64_t j = 0; j < length; ++j) sc[j] += cs[j];
     }
   }
@@ -123,11 +173,11 @@ absl::Status CompressedKvCache::AfterAttention(int layer,
   CompressRequest r;
   r.shape = &shape_;
   r.target = target;
-  r.col_sums = stats.col_sums;
+  r.col_sums = col_sums;
   r.last_position = last_position_;
   r.decoding = phase_ == CachePhase::kDecode;
   compressor_->Compress(s, r);
-  return absl::OkStatus();
+  return s.FlushKeeps(shape_);
 }
 
 void CompressedKvCache::RopePositions(int layer, const int32_t* absolute,

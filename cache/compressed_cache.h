@@ -29,9 +29,16 @@ struct LayerState {
     return scores.as<float>() + head * slots.capacity();
   }
   // Keeps slots `keep` (ascending) of `head`, moved to the front in order.
-  // The caller sets slots.length once every head is done.
+  // The caller sets slots.length once every head is done. On a device,
+  // keys and values move when FlushKeeps() runs (one gather per layer).
   void KeepSlots(const CacheShape& shape, int64_t head,
                  absl::Span<const int64_t> keep);
+  absl::Status FlushKeeps(const CacheShape& shape);
+
+  // [kv_heads, capacity] per-head source slots awaiting FlushKeeps (-1: the
+  // head kept its slots in place); empty when none.
+  std::vector<int32_t> pending_keep;
+  Tensor keep_device;  // the same indices, [kv_heads, length], on the device
 };
 
 // What a policy gets when a layer must shrink.
@@ -54,6 +61,9 @@ class Compressor {
   virtual bool EvictsInDecode() const { return false; }
   // Whether new tokens take RoPE positions from their slot index.
   virtual bool ReindexesPositions() const { return false; }
+  // Whether Compress reads or rewrites key/value data itself (then the
+  // cache must live in host memory); selection policies only choose slots.
+  virtual bool NeedsHostKeys() const { return false; }
   // Shrinks every head of `layer` to `request.target` slots and sets
   // layer.slots.length.
   virtual void Compress(LayerState& layer,
@@ -91,6 +101,8 @@ class CompressedKvCache : public KvCache {
   CachePhase phase_ = CachePhase::kPrefill;
   int64_t tokens_seen_ = 0;
   int32_t last_position_ = -1;
+  absl::Status status_;  // a failed reservation, reported by Append
+  std::vector<float> host_col_sums_;  // device column sums copied for policies
 };
 
 }  // namespace kvfold

@@ -31,7 +31,7 @@ LayerState MakeLayer(const CacheShape& shape, int64_t n,
       }
     }
   }
-  s.slots.AppendChunk(shape, k.data(), v.data(), pos.data(), n);
+  EXPECT_TRUE(s.slots.AppendChunk(shape, k.data(), v.data(), pos.data(), n).ok());
   s.scores = Tensor({h, s.slots.capacity()}, DType::kF32);
   return s;
 }

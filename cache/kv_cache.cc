@@ -4,48 +4,55 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
 
 namespace kvfold {
 
-void LayerSlots::Reserve(const CacheShape& shape, int64_t slots) {
-  if (slots <= capacity()) return;
-  const int64_t cap = slots;
+absl::Status LayerSlots::Reserve(const CacheShape& shape, int64_t slots) {
+  if (slots <= capacity()) return absl::OkStatus();
+  const int64_t cap = slots, old = capacity();
   const int64_t h = shape.kv_heads, d = shape.head_dim;
-  Tensor k({h, cap, d}, DType::kF32), v({h, cap, d}, DType::kF32);
+  const Stream& s = shape.stream;
+  absl::StatusOr<Tensor> k = Tensor::Allocate({h, cap, d}, DType::kF32, s.device);
+  if (!k.ok()) return k.status();
+  absl::StatusOr<Tensor> v = Tensor::Allocate({h, cap, d}, DType::kF32, s.device);
+  if (!v.ok()) return v.status();
   Tensor p({h, cap}, DType::kI32);
-  for (int64_t g = 0; g < h && length > 0; ++g) {
-    const int64_t old = capacity();
-    std::memcpy(k.as<float>() + g * cap * d, keys.as<float>() + g * old * d,
-                length * d * sizeof(float));
-    std::memcpy(v.as<float>() + g * cap * d, values.as<float>() + g * old * d,
-                length * d * sizeof(float));
-    std::memcpy(p.as<int32_t>() + g * cap, positions.as<int32_t>() + g * old,
-                length * sizeof(int32_t));
+  if (length > 0) {
+    const size_t row = d * sizeof(float);
+    KVFOLD_RETURN_IF_ERROR(CopyRowsOnDevice(s, k->data(), cap * row, keys.data(),
+                                            old * row, length * row, h));
+    KVFOLD_RETURN_IF_ERROR(CopyRowsOnDevice(s, v->data(), cap * row,
+                                            values.data(), old * row,
+                                            length * row, h));
+    for (int64_t g = 0; g < h; ++g) {
+      std::memcpy(p.as<int32_t>() + g * cap, positions.as<int32_t>() + g * old,
+                  length * sizeof(int32_t));
+    }
   }
-  keys = std::move(k);
-  values = std::move(v);
+  keys = std::move(*k);
+  values = std::move(*v);
   positions = std::move(p);
+  return absl::OkStatus();
 }
 
-void LayerSlots::AppendChunk(const CacheShape& shape, const float* k,
-                             const float* v, const int32_t* pos, int64_t n) {
+absl::Status LayerSlots::AppendChunk(const CacheShape& shape, const float* k,
+                                     const float* v, const int32_t* pos,
+                                     int64_t n) {
   // Geometric growth keeps appends amortised O(1).
   if (length + n > capacity()) {
-    Reserve(shape, std::max<int64_t>(length + n, capacity() * 2));
+    KVFOLD_RETURN_IF_ERROR(
+        Reserve(shape, std::max<int64_t>(length + n, capacity() * 2)));
   }
   const int64_t h = shape.kv_heads, d = shape.head_dim, cap = capacity();
   // [n, heads, d] -> [heads, slots, d]
+  KVFOLD_RETURN_IF_ERROR(AppendKv(shape.stream, k, v, n, h, d, keys.as<float>(),
+                                  values.as<float>(), cap, length));
   for (int64_t g = 0; g < h; ++g) {
-    float* kd = keys.as<float>() + (g * cap + length) * d;
-    float* vd = values.as<float>() + (g * cap + length) * d;
-    int32_t* pd = positions.as<int32_t>() + g * cap + length;
-    for (int64_t t = 0; t < n; ++t) {
-      std::memcpy(kd + t * d, k + (t * h + g) * d, d * sizeof(float));
-      std::memcpy(vd + t * d, v + (t * h + g) * d, d * sizeof(float));
-      pd[t] = pos[t];
-    }
+    std::copy(pos, pos + n, positions.as<int32_t>() + g * cap + length);
   }
   length += n;
+  return absl::OkStatus();
 }
 
 LayerSlots LayerSlots::Copy() const {
@@ -86,8 +93,7 @@ absl::Status FullKvCache::Append(int layer, const float* k, const float* v,
   if (layer < 0 || layer >= shape_.num_layers) {
     return absl::InvalidArgumentError(absl::StrCat("no cache layer ", layer));
   }
-  layers_[layer].AppendChunk(shape_, k, v, positions, n);
-  return absl::OkStatus();
+  return layers_[layer].AppendChunk(shape_, k, v, positions, n);
 }
 
 LayerView FullKvCache::View(int layer) const {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "kernels/ops.h"
 #include "kernels/tensor.h"
 
 namespace kvfold {
@@ -24,20 +25,23 @@ struct CacheShape {
   // RoPE frequencies [head_dim / 2]; needed only by a policy that re-rotates
   // cached keys (StreamingLLM position re-indexing).
   std::vector<float> rope_inv_freq;
+  // Where keys and values live and the cache's copies run (a CUDA stream
+  // keeps them in device memory; positions and scores stay on the host).
+  Stream stream;
 };
 
 // What attention reads for one layer.
 struct LayerView {
-  const float* keys = nullptr;    // [kv_heads, stride, head_dim], post-RoPE
-  const float* values = nullptr;  // [kv_heads, stride, head_dim]
-  const int32_t* positions = nullptr;  // [kv_heads, stride], absolute
+  const float* keys = nullptr;    // [kv_heads, stride, head_dim], post-RoPE (device)
+  const float* values = nullptr;  // [kv_heads, stride, head_dim] (device)
+  const int32_t* positions = nullptr;  // [kv_heads, stride], absolute (host)
   int64_t length = 0;             // slots in use (the chunk's are the last)
   int64_t stride = 0;             // slots allocated per head
 };
 
 // Statistics of one chunk's attention over a layer's cache.
 struct ChunkStats {
-  const float* col_sums = nullptr;  // [kv_heads, length] or null
+  const float* col_sums = nullptr;  // [kv_heads, length] or null (device)
   const float* lse = nullptr;       // [q_heads, chunk] or null
   int64_t chunk = 0;
 };
@@ -45,19 +49,19 @@ struct ChunkStats {
 // The slots of one layer. Positions are per head so that policies selecting
 // different tokens per KV head can keep them.
 struct LayerSlots {
-  Tensor keys;       // [kv_heads, capacity, head_dim]
-  Tensor values;     // [kv_heads, capacity, head_dim]
-  Tensor positions;  // [kv_heads, capacity] i32, absolute
+  Tensor keys;       // [kv_heads, capacity, head_dim] on shape.stream's device
+  Tensor values;     // [kv_heads, capacity, head_dim] on shape.stream's device
+  Tensor positions;  // [kv_heads, capacity] i32, absolute, on the host
   int64_t length = 0;
 
   int64_t capacity() const { return keys.empty() ? 0 : keys.dim(1); }
   // Grows capacity to exactly `slots` if it is smaller, keeping the first
   // `length` slots.
-  void Reserve(const CacheShape& shape, int64_t slots);
+  absl::Status Reserve(const CacheShape& shape, int64_t slots);
   // Copies a chunk k, v: [n, kv_heads, head_dim] into slots [length, length+n),
   // growing capacity geometrically when needed.
-  void AppendChunk(const CacheShape& shape, const float* k, const float* v,
-                   const int32_t* positions, int64_t n);
+  absl::Status AppendChunk(const CacheShape& shape, const float* k,
+                           const float* v, const int32_t* positions, int64_t n);
   LayerSlots Copy() const;
 };
 
@@ -82,7 +86,7 @@ class KvCache {
   virtual ~KvCache() = default;
 
   // Appends a chunk's post-RoPE keys and values, k, v: [n, kv_heads,
-  // head_dim], at absolute `positions` [n].
+  // head_dim] (device memory), at absolute `positions` [n] (host).
   virtual absl::Status Append(int layer, const float* k, const float* v,
                               const int32_t* positions, int64_t n) = 0;
   virtual LayerView View(int layer) const = 0;

@@ -43,6 +43,7 @@ int64_t MinimumSets(const std::vector<char>& prot) {
 
 class KVMergerCompressor : public Compressor {
  public:
+  bool NeedsHostKeys() const override { return true; }  // merges vectors
   explicit KVMergerCompressor(const KVMergerParams& p) : p_(p) {}
 
   int64_t ColumnSumQueries(int64_t chunk) const override { return chunk; }

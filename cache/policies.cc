@@ -208,8 +208,17 @@ absl::StatusOr<std::unique_ptr<KvCache>> MakeCache(const CacheConfig& config,
   if (r->compressor == nullptr) {
     return std::unique_ptr<KvCache>(std::make_unique<FullKvCache>(shape));
   }
+  if (r->compressor->NeedsHostKeys() &&
+      shape.stream.device.kind != Device::Kind::kCpu) {
+    return absl::UnimplementedError(absl::StrCat(
+        "--cache=", PolicyName(config),
+        (config.has_streaming() ? " with reindex_positions" : ""),
+        " rewrites cached keys on the host and has no CUDA kernel yet: run it "
+        "with --device=cpu, or pick full, streaming, h2o, snapkv or pyramidkv"));
+  }
   // The storage reserved up front, keys and values in f32 for budget + one
-  // chunk per layer, must fit in this machine's memory.
+  // chunk per layer, must fit in this machine's memory (host RAM; on a GPU
+  // an allocation that does not fit is reported by the first Append).
   double bytes = 0;
   for (int64_t b : r->budgets) {
     bytes += 8.0 * (b + max_chunk) * shape.kv_heads * shape.head_dim;

@@ -77,6 +77,7 @@ class StreamingCompressor : public Compressor {
   int64_t ColumnSumQueries(int64_t) const override { return 0; }
   bool EvictsInDecode() const override { return true; }
   bool ReindexesPositions() const override { return reindex_; }
+  bool NeedsHostKeys() const override { return reindex_; }  // re-rotation
 
   void Compress(LayerState& layer, const CompressRequest& r) const override {
     const int64_t length = layer.slots.length;

@@ -1,14 +1,32 @@
 #include "kernels/ops.h"
 
+#include <cstring>
+
 #include "kernels/cpu/cpu_ops.h"
+
+#ifdef KVFOLD_WITH_CUDA
+#include "kernels/cuda/cuda_ops.h"
+#endif
 
 namespace kvfold {
 namespace {
 
+#ifdef KVFOLD_WITH_CUDA
+absl::Status NoContext(const char* op) {
+  return absl::InternalError(std::string(op) +
+                             ": CUDA stream without a CUDA context");
+}
+#define KVFOLD_CUDA_CALL(op, ...)                     \
+  if (s.cuda == nullptr) return NoContext(#op);       \
+  return cuda::op(*s.cuda, __VA_ARGS__)
+#else
 absl::Status NoCuda(const char* op) {
   return absl::UnimplementedError(
-      std::string(op) + ": the CUDA backend is not built into this binary");
+      std::string(op) +
+      ": this binary was built without CUDA (build with --config=cuda)");
 }
+#define KVFOLD_CUDA_CALL(op, ...) return NoCuda(#op)
+#endif
 
 }  // namespace
 
@@ -18,14 +36,32 @@ absl::Status NoCuda(const char* op) {
     case Device::Kind::kCpu:            \
       return cpu::op(s, __VA_ARGS__);   \
     case Device::Kind::kCuda:           \
-      return NoCuda(#op);               \
+      KVFOLD_CUDA_CALL(op, __VA_ARGS__); \
   }                                     \
   return absl::InternalError("bad device")
 
 absl::Status MatMulNT(const Stream& s, const float* a, int64_t lda,
                       const float* b, int64_t ldb, float* c, int64_t ldc,
                       int64_t m, int64_t n, int64_t k, bool accumulate) {
-  KVFOLD_DISPATCH(MatMulNT, a, lda, b, ldb, c, ldc, m, n, k, accumulate);
+  return MatMulNT(s, a, lda, b, DType::kF32, ldb, c, ldc, m, n, k, accumulate);
+}
+
+absl::Status MatMulNT(const Stream& s, const float* a, int64_t lda,
+                      const void* b, DType b_type, int64_t ldb, float* c,
+                      int64_t ldc, int64_t m, int64_t n, int64_t k,
+                      bool accumulate) {
+  switch (s.device.kind) {
+    case Device::Kind::kCpu:
+      if (b_type != DType::kF32) {
+        return absl::InvalidArgumentError("matmul: CPU weights must be f32");
+      }
+      return cpu::MatMulNT(s, a, lda, static_cast<const float*>(b), ldb, c,
+                           ldc, m, n, k, accumulate);
+    case Device::Kind::kCuda:
+      KVFOLD_CUDA_CALL(MatMulNT, a, lda, b, b_type, ldb, c, ldc, m, n, k,
+                       accumulate);
+  }
+  return absl::InternalError("bad device");
 }
 
 absl::Status RmsNorm(const Stream& s, const float* x, const float* w,
@@ -52,9 +88,32 @@ absl::Status AddInPlace(const Stream& s, float* x, const float* y, int64_t n) {
   KVFOLD_DISPATCH(AddInPlace, x, y, n);
 }
 
-absl::Status Embedding(const Stream& s, const float* table, const int32_t* ids,
-                       int64_t n, int64_t dim, float* out) {
-  KVFOLD_DISPATCH(Embedding, table, ids, n, dim, out);
+absl::Status AddBias(const Stream& s, float* y, const float* bias,
+                     int64_t rows, int64_t cols) {
+  KVFOLD_DISPATCH(AddBias, y, bias, rows, cols);
+}
+
+absl::Status Embedding(const Stream& s, const void* table, DType table_type,
+                       const int32_t* ids, int64_t n, int64_t dim, float* out) {
+  KVFOLD_DISPATCH(Embedding, table, table_type, ids, n, dim, out);
+}
+
+absl::Status AppendKv(const Stream& s, const float* k, const float* v,
+                      int64_t n, int64_t heads, int64_t head_dim, float* keys,
+                      float* values, int64_t capacity, int64_t offset) {
+  KVFOLD_DISPATCH(AppendKv, k, v, n, heads, head_dim, keys, values, capacity,
+                  offset);
+}
+
+absl::Status GatherRows(const Stream& s, float* data, const int32_t* keep,
+                        int64_t count, int64_t heads, int64_t capacity,
+                        int64_t head_dim) {
+  KVFOLD_DISPATCH(GatherRows, data, keep, count, heads, capacity, head_dim);
+}
+
+absl::Status Argmax(const Stream& s, const float* x, int64_t rows,
+                    int64_t cols, int32_t* out) {
+  KVFOLD_DISPATCH(Argmax, x, rows, cols, out);
 }
 
 absl::Status Attention(const Stream& s, const AttentionArgs& a) {
@@ -62,5 +121,66 @@ absl::Status Attention(const Stream& s, const AttentionArgs& a) {
 }
 
 #undef KVFOLD_DISPATCH
+
+// Copies: memcpy on the CPU, cudaMemcpy on CUDA.
+#ifdef KVFOLD_WITH_CUDA
+#define KVFOLD_COPY(copy_kind)                                       \
+  switch (s.device.kind) {                                           \
+    case Device::Kind::kCpu:                                         \
+      std::memcpy(dst, src, bytes);                                  \
+      return absl::OkStatus();                                       \
+    case Device::Kind::kCuda:                                        \
+      return cuda::Memcpy(dst, src, bytes, cuda::CopyKind::copy_kind);    \
+  }                                                                  \
+  return absl::InternalError("bad device")
+#else
+#define KVFOLD_COPY(copy_kind)                                       \
+  switch (s.device.kind) {                                           \
+    case Device::Kind::kCpu:                                         \
+      std::memcpy(dst, src, bytes);                                  \
+      return absl::OkStatus();                                       \
+    case Device::Kind::kCuda:                                        \
+      return NoCuda("copy");                                         \
+  }                                                                  \
+  return absl::InternalError("bad device")
+#endif
+
+absl::Status CopyToDevice(const Stream& s, void* dst, const void* src,
+                          size_t bytes) {
+  KVFOLD_COPY(kHostToDevice);
+}
+
+absl::Status CopyToHost(const Stream& s, void* dst, const void* src,
+                        size_t bytes) {
+  KVFOLD_COPY(kDeviceToHost);
+}
+
+absl::Status CopyOnDevice(const Stream& s, void* dst, const void* src,
+                          size_t bytes) {
+  KVFOLD_COPY(kDeviceToDevice);
+}
+
+#undef KVFOLD_COPY
+
+absl::Status CopyRowsOnDevice(const Stream& s, void* dst, size_t dst_pitch,
+                              const void* src, size_t src_pitch, size_t width,
+                              size_t rows) {
+  switch (s.device.kind) {
+    case Device::Kind::kCpu:
+      for (size_t r = 0; r < rows; ++r) {
+        std::memcpy(static_cast<char*>(dst) + r * dst_pitch,
+                    static_cast<const char*>(src) + r * src_pitch, width);
+      }
+      return absl::OkStatus();
+    case Device::Kind::kCuda:
+#ifdef KVFOLD_WITH_CUDA
+      return cuda::Memcpy2D(dst, dst_pitch, src, src_pitch, width, rows,
+                            cuda::CopyKind::kDeviceToDevice);
+#else
+      return NoCuda("copy");
+#endif
+  }
+  return absl::InternalError("bad device");
+}
 
 }  // namespace kvfold

@@ -1,6 +1,8 @@
 // Op entry points. Each takes an explicit Stream (the device and its execution
-// context) and typed raw pointers with sizes; dispatch is one switch on the
-// device. All activations are f32; accumulation is f32.
+// context) and typed raw pointers with sizes, all on the stream's device;
+// dispatch is one switch on the device (kernels/cpu/, kernels/cuda/). All
+// activations are f32; weights may be f32, bf16 or f16 (CUDA); accumulation
+// is f32.
 #ifndef KVFOLD_KERNELS_OPS_H_
 #define KVFOLD_KERNELS_OPS_H_
 
@@ -12,6 +14,10 @@
 
 namespace kvfold {
 
+namespace cuda {
+class Context;
+}  // namespace cuda
+
 // Optional accounting of where time goes (benchmarks); null = none kept.
 struct OpTimers {
   double matmul_seconds = 0;
@@ -21,7 +27,7 @@ struct OpTimers {
 struct Stream {
   Device device;
   ThreadPool* pool = nullptr;    // CPU: worker threads (null = caller only)
-  void* cuda_stream = nullptr;   // CUDA: the cudaStream_t
+  cuda::Context* cuda = nullptr;  // CUDA: stream, cuBLAS handle, workspace
   OpTimers* timers = nullptr;
 };
 
@@ -30,6 +36,13 @@ struct Stream {
 absl::Status MatMulNT(const Stream& s, const float* a, int64_t lda,
                       const float* b, int64_t ldb, float* c, int64_t ldc,
                       int64_t m, int64_t n, int64_t k, bool accumulate);
+
+// The same with b of type `b_type`: f32 everywhere; bf16 and f16 on CUDA
+// (a is rounded to b's type, accumulation stays f32).
+absl::Status MatMulNT(const Stream& s, const float* a, int64_t lda,
+                      const void* b, DType b_type, int64_t ldb, float* c,
+                      int64_t ldc, int64_t m, int64_t n, int64_t k,
+                      bool accumulate);
 
 // out[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * w.  x may alias out.
 absl::Status RmsNorm(const Stream& s, const float* x, const float* w,
@@ -51,9 +64,43 @@ absl::Status SiluMul(const Stream& s, const float* gate, const float* up,
 // x += y over n values.
 absl::Status AddInPlace(const Stream& s, float* x, const float* y, int64_t n);
 
-// out[i, :] = table[ids[i], :]; ids must be in [0, vocab) (checked by caller).
-absl::Status Embedding(const Stream& s, const float* table, const int32_t* ids,
-                       int64_t n, int64_t dim, float* out);
+// y[r, :] += bias over rows r.
+absl::Status AddBias(const Stream& s, float* y, const float* bias,
+                     int64_t rows, int64_t cols);
+
+// out[i, :] = table[ids[i], :] as f32; ids must be in [0, vocab) (checked by
+// the caller). Tables of f32 (any device), bf16 or f16 (CUDA).
+absl::Status Embedding(const Stream& s, const void* table, DType table_type,
+                       const int32_t* ids, int64_t n, int64_t dim, float* out);
+
+// k, v [n, heads, head_dim] copied into keys/values [heads, capacity,
+// head_dim] at slots [offset, offset + n).
+absl::Status AppendKv(const Stream& s, const float* k, const float* v,
+                      int64_t n, int64_t heads, int64_t head_dim, float* keys,
+                      float* values, int64_t capacity, int64_t offset);
+
+// For each head h, row keep[h * count + i] of data [heads, capacity,
+// head_dim] moves to row i (keep ascending per head; on the device).
+absl::Status GatherRows(const Stream& s, float* data, const int32_t* keep,
+                        int64_t count, int64_t heads, int64_t capacity,
+                        int64_t head_dim);
+
+// out[r] = the first index of the maximum of x[r, :] (out on the device).
+absl::Status Argmax(const Stream& s, const float* x, int64_t rows,
+                    int64_t cols, int32_t* out);
+
+// Copies between host memory and the stream's device (memcpy on the CPU).
+// Ordered with the stream's queued work; the host side is done on return.
+absl::Status CopyToDevice(const Stream& s, void* dst, const void* src,
+                          size_t bytes);
+absl::Status CopyToHost(const Stream& s, void* dst, const void* src,
+                        size_t bytes);
+absl::Status CopyOnDevice(const Stream& s, void* dst, const void* src,
+                          size_t bytes);
+// `rows` rows of `width` bytes between pitched buffers on the device.
+absl::Status CopyRowsOnDevice(const Stream& s, void* dst, size_t dst_pitch,
+                              const void* src, size_t src_pitch, size_t width,
+                              size_t rows);
 
 // Causal attention of a chunk of queries over keys/values of one layer with
 // grouped query heads (query head h uses KV head h / (q_heads / kv_heads)).

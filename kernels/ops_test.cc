@@ -127,7 +127,7 @@ TEST_P(OpsTest, SoftmaxSiluAddEmbedding) {
   auto table = Random(vocab * dim, 10);
   std::vector<int32_t> ids = {10, 0, 3, 3};
   std::vector<float> emb(ids.size() * dim);
-  ASSERT_TRUE(Embedding(stream_, table.data(), ids.data(), ids.size(), dim, emb.data()).ok());
+  ASSERT_TRUE(Embedding(stream_, table.data(), DType::kF32, ids.data(), ids.size(), dim, emb.data()).ok());
   for (size_t t = 0; t < ids.size(); ++t) {
     for (int64_t i = 0; i < dim; ++i) EXPECT_EQ(emb[t * dim + i], table[ids[t] * dim + i]);
   }

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "kernels/dtype.h"
 
 namespace kvfold {
@@ -38,8 +39,11 @@ struct TensorView {
 class Tensor {
  public:
   Tensor() = default;
-  // Zero-initialised.
+  // Zero-initialised. Failing to allocate throws (an internal invariant);
+  // where the size comes from the user, use Allocate().
   Tensor(Shape shape, DType dtype, Device device = Device::Cpu());
+  static absl::StatusOr<Tensor> Allocate(Shape shape, DType dtype,
+                                         Device device = Device::Cpu());
   Tensor(Tensor&&) noexcept = default;
   Tensor& operator=(Tensor&&) noexcept = default;
   Tensor(const Tensor&) = delete;
@@ -72,6 +76,7 @@ class Tensor {
 
  private:
   struct Free {
+    Device device;
     void operator()(void* p) const;
   };
   Shape shape_;

@@ -148,7 +148,8 @@ absl::Status RunBench() {
   OpTimers timers;
   options.timers = &timers;
   auto t0 = Clock::now();
-  std::unique_ptr<LlamaModel> model = LlamaModel::Random(c, 1234);
+  KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model,
+                          LlamaModel::Random(c, 1234));
   const double init_seconds = Since(t0);
   Engine engine(*model, options);
 

@@ -195,7 +195,8 @@ absl::Status RunBenchCache() {
   if (decode < 1) return absl::InvalidArgumentError("--decode_tokens must be >= 1");
   const int64_t full_max = absl::GetFlag(FLAGS_full_max_length);
 
-  std::unique_ptr<LlamaModel> model = LlamaModel::Random(config, 1234);
+  KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model,
+                          LlamaModel::Random(config, 1234));
   EngineOptions full = options;
   full.cache = CacheConfig();
   full.cache.mutable_full();

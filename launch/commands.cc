@@ -54,7 +54,8 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> ModelFromFlags(
   KVFOLD_ASSIGN_OR_RETURN(ModelConfig config,
                           ModelConfig::FromFile(dir + "/config.json"));
   KVFOLD_RETURN_IF_ERROR(ValidateCacheOptions(options, config.num_layers));
-  return LlamaModel::Load(dir);
+  KVFOLD_ASSIGN_OR_RETURN(LoadOptions load, LoadOptionsFromFlags());
+  return LlamaModel::Load(dir, load);
 }
 
 // Prefixes "--" to a validation message, which names the field as its flag.
@@ -84,6 +85,26 @@ void PrintJson(const nlohmann::json& j) {
 }
 
 }  // namespace
+
+absl::StatusOr<LoadOptions> LoadOptionsFromFlags() {
+  LoadOptions o;
+  KVFOLD_ASSIGN_OR_RETURN(o.device, ParseDevice(absl::GetFlag(FLAGS_device)));
+  const std::string dtype = absl::GetFlag(FLAGS_dtype);
+  if (dtype == "auto") {
+    o.dtype = o.device.kind == Device::Kind::kCpu ? DType::kF32 : DType::kBF16;
+  } else if (dtype == "f32") {
+    o.dtype = DType::kF32;
+  } else if (dtype == "bf16") {
+    o.dtype = DType::kBF16;
+  } else if (dtype == "f16") {
+    o.dtype = DType::kF16;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--dtype=", dtype, ": expected auto, f32, bf16 or f16"));
+  }
+  KVFOLD_RETURN_IF_ERROR(ValidateLoadOptions(o));
+  return o;
+}
 
 absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
   EngineOptions o{.threads = absl::GetFlag(FLAGS_threads),

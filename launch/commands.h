@@ -27,6 +27,9 @@ absl::StatusOr<CacheConfig> CacheConfigFromFlags();
 // model is loaded).
 absl::StatusOr<EngineOptions> EngineOptionsFromFlags();
 
+// --device and --dtype, checked (a CUDA device must be usable).
+absl::StatusOr<LoadOptions> LoadOptionsFromFlags();
+
 // Random-weight model shapes for the benchmarks: llama-3.2-1b,
 // tinyllama-1.1b, smollm-135m, tiny-256.
 absl::StatusOr<ModelConfig> BenchShape(const std::string& name);

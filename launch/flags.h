@@ -18,6 +18,8 @@ ABSL_DECLARE_FLAG(uint64_t, seed);
 ABSL_DECLARE_FLAG(bool, ignore_eos);
 ABSL_DECLARE_FLAG(int64_t, prefill_chunk);
 ABSL_DECLARE_FLAG(int32_t, threads);
+ABSL_DECLARE_FLAG(std::string, device);
+ABSL_DECLARE_FLAG(std::string, dtype);
 ABSL_DECLARE_FLAG(std::string, shape);
 ABSL_DECLARE_FLAG(int64_t, prefill_tokens);
 ABSL_DECLARE_FLAG(int64_t, decode_tokens);

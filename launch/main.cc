@@ -22,6 +22,11 @@ ABSL_FLAG(uint64_t, seed, 0, "random seed for sampling");
 ABSL_FLAG(bool, ignore_eos, false, "generate: do not stop at end-of-sequence");
 ABSL_FLAG(int64_t, prefill_chunk, 512, "tokens per prefill step (>= 1)");
 ABSL_FLAG(int32_t, threads, 0, "CPU worker threads; 0 = one per core");
+ABSL_FLAG(std::string, device, "auto",
+          "where the model runs: auto (the first CUDA device if this binary has "
+          "CUDA and one is usable, else cpu), cpu, cuda or cuda:N");
+ABSL_FLAG(std::string, dtype, "auto",
+          "weight type: f32, bf16, f16, or auto (f32 on cpu, bf16 on cuda)");
 ABSL_FLAG(std::string, shape, "llama-3.2-1b",
           "bench: model shape (llama-3.2-1b, smollm-135m, tinyllama-1.1b)");
 ABSL_FLAG(int64_t, prefill_tokens, 256, "bench: prompt length");

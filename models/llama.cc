@@ -17,8 +17,29 @@ namespace kvfold {
 
 namespace {
 
+// A host f32 tensor as the model holds it: unchanged on the CPU; on a device
+// matrices in options.dtype, vectors (norms, biases) in f32.
+absl::StatusOr<Tensor> Place(Tensor host, bool matrix, const LoadOptions& o) {
+  if (o.device.kind == Device::Kind::kCpu) return host;
+  const DType type = matrix ? o.dtype : DType::kF32;
+  KVFOLD_ASSIGN_OR_RETURN(Tensor t, Tensor::Allocate(host.shape(), type, o.device));
+  Stream s;
+  s.device = o.device;
+  if (type == DType::kF32) {
+    KVFOLD_RETURN_IF_ERROR(CopyToDevice(s, t.data(), host.data(), host.bytes()));
+    return t;
+  }
+  std::vector<uint16_t> bits(host.numel());
+  const float* src = host.as<float>();
+  for (size_t i = 0; i < bits.size(); ++i) {
+    bits[i] = type == DType::kBF16 ? F32ToBf16(src[i]) : F32ToF16(src[i]);
+  }
+  KVFOLD_RETURN_IF_ERROR(CopyToDevice(s, t.data(), bits.data(), bits.size() * 2));
+  return t;
+}
+
 absl::Status LoadLayer(const WeightStore& store, const ModelConfig& c, int i,
-                       LlamaLayerWeights* l) {
+                       const LoadOptions& o, LlamaLayerWeights* l) {
   const std::string p = absl::StrCat("model.layers.", i, ".");
   const int64_t h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim(),
                 inter = c.intermediate_size;
@@ -45,7 +66,8 @@ absl::Status LoadLayer(const WeightStore& store, const ModelConfig& c, int i,
   }
   if (c.o_bias) required.push_back({"self_attn.o_proj.bias", {h}, &l->bo});
   for (Named& n : required) {
-    KVFOLD_ASSIGN_OR_RETURN(*n.dst, store.LoadF32(p + n.name, n.shape));
+    KVFOLD_ASSIGN_OR_RETURN(Tensor host, store.LoadF32(p + n.name, n.shape));
+    KVFOLD_ASSIGN_OR_RETURN(*n.dst, Place(std::move(host), n.shape.size() == 2, o));
   }
   return absl::OkStatus();
 }
@@ -69,9 +91,23 @@ void FillRandom(ThreadPool& pool, Tensor& t, uint64_t& seed, float scale) {
 
 }  // namespace
 
-LlamaModel::LlamaModel(ModelConfig config, LlamaWeights weights)
+absl::Status ValidateLoadOptions(const LoadOptions& o) {
+  if (o.device.kind == Device::Kind::kCpu && o.dtype != DType::kF32) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--dtype=", DTypeName(o.dtype),
+        ": the CPU backend holds weights as f32; use --dtype=f32 or a CUDA device"));
+  }
+  if (o.dtype != DType::kF32 && o.dtype != DType::kBF16 && o.dtype != DType::kF16) {
+    return absl::InvalidArgumentError("--dtype must be f32, bf16 or f16");
+  }
+  return absl::OkStatus();
+}
+
+LlamaModel::LlamaModel(ModelConfig config, LlamaWeights weights,
+                       LoadOptions options)
     : config_(std::move(config)),
       w_(std::move(weights)),
+      options_(options),
       inv_freq_(RopeInvFreq(config_.rope)) {
   stats_.parameters = config_.NumParameters();
   stats_.weight_bytes = w_.embed.bytes() + w_.final_norm.bytes() + w_.lm_head.bytes();
@@ -84,16 +120,27 @@ LlamaModel::LlamaModel(ModelConfig config, LlamaWeights weights)
   }
 }
 
+absl::Status LlamaModel::PlaceTables() {
+  if (options_.device.kind == Device::Kind::kCpu) return absl::OkStatus();
+  Tensor host({int64_t(inv_freq_.size())}, DType::kF32);
+  std::copy(inv_freq_.begin(), inv_freq_.end(), host.as<float>());
+  KVFOLD_ASSIGN_OR_RETURN(inv_freq_device_, Place(std::move(host), false, options_));
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(
-    const std::string& dir) {
+    const std::string& dir, const LoadOptions& options) {
+  KVFOLD_RETURN_IF_ERROR(ValidateLoadOptions(options));
   KVFOLD_ASSIGN_OR_RETURN(ModelConfig c,
                           ModelConfig::FromFile(dir + "/config.json"));
   const std::string generation = dir + "/generation_config.json";
   if (::access(generation.c_str(), F_OK) == 0) {
     KVFOLD_RETURN_IF_ERROR(c.MergeGenerationConfig(generation));
   }
-  // Weights are held as f32: refuse up front what cannot fit in memory.
-  const double need = 4.0 * c.NumParameters();
+  // Weights are held as f32 on the CPU: refuse up front what cannot fit in
+  // memory (a device reports its own shortfall at the failing allocation).
+  const double need =
+      options.device.kind == Device::Kind::kCpu ? 4.0 * c.NumParameters() : 0.0;
   const double have =
       double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGE_SIZE));
   if (have > 0 && need > have) {
@@ -106,32 +153,45 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(
                           WeightStore::Open(dir));
   LlamaWeights w;
   const int64_t h = c.hidden_size;
+  const LoadOptions& o = options;
   KVFOLD_ASSIGN_OR_RETURN(
-      w.embed, store->LoadF32("model.embed_tokens.weight", {c.vocab_size, h}));
-  KVFOLD_ASSIGN_OR_RETURN(w.final_norm, store->LoadF32("model.norm.weight", {h}));
+      Tensor embed, store->LoadF32("model.embed_tokens.weight", {c.vocab_size, h}));
+  KVFOLD_ASSIGN_OR_RETURN(w.embed, Place(std::move(embed), true, o));
+  KVFOLD_ASSIGN_OR_RETURN(Tensor norm, store->LoadF32("model.norm.weight", {h}));
+  KVFOLD_ASSIGN_OR_RETURN(w.final_norm, Place(std::move(norm), false, o));
   if (!c.tie_word_embeddings) {
     KVFOLD_ASSIGN_OR_RETURN(
-        w.lm_head, store->LoadF32("lm_head.weight", {c.vocab_size, h}));
+        Tensor head, store->LoadF32("lm_head.weight", {c.vocab_size, h}));
+    KVFOLD_ASSIGN_OR_RETURN(w.lm_head, Place(std::move(head), true, o));
   }
   w.layers.resize(c.num_layers);
   for (int i = 0; i < c.num_layers; ++i) {
-    KVFOLD_RETURN_IF_ERROR(LoadLayer(*store, c, i, &w.layers[i]));
+    KVFOLD_RETURN_IF_ERROR(LoadLayer(*store, c, i, o, &w.layers[i]));
   }
-  std::unique_ptr<LlamaModel> m(new LlamaModel(std::move(c), std::move(w)));
+  std::unique_ptr<LlamaModel> m(new LlamaModel(std::move(c), std::move(w), o));
+  KVFOLD_RETURN_IF_ERROR(m->PlaceTables());
   m->stats_.bytes_read = store->bytes_read();
   return m;
 }
 
-std::unique_ptr<LlamaModel> LlamaModel::Random(const ModelConfig& c,
-                                               uint64_t seed) {
+absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Random(
+    const ModelConfig& c, uint64_t seed, const LoadOptions& options) {
+  KVFOLD_RETURN_IF_ERROR(ValidateLoadOptions(options));
   uint64_t rng = seed;
   ThreadPool pool(0);
   const int64_t h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim(),
                 inter = c.intermediate_size;
+  absl::Status status;
   auto make = [&](Shape shape, float scale) {
+    const bool matrix = shape.size() == 2;
     Tensor t(std::move(shape), DType::kF32);
     FillRandom(pool, t, rng, scale);
-    return t;
+    absl::StatusOr<Tensor> placed = Place(std::move(t), matrix, options);
+    if (!placed.ok()) {
+      if (status.ok()) status = placed.status();
+      return Tensor();
+    }
+    return std::move(*placed);
   };
   const float ws = 1.0f / std::sqrt(float(h));
   LlamaWeights w;
@@ -155,18 +215,24 @@ std::unique_ptr<LlamaModel> LlamaModel::Random(const ModelConfig& c,
     l.w_gate = make({inter, h}, ws);
     l.w_up = make({inter, h}, ws);
     l.w_down = make({h, inter}, 1.0f / std::sqrt(float(inter)));
+    KVFOLD_RETURN_IF_ERROR(status);
   }
-  return std::unique_ptr<LlamaModel>(new LlamaModel(c, std::move(w)));
+  KVFOLD_RETURN_IF_ERROR(status);
+  std::unique_ptr<LlamaModel> m(new LlamaModel(c, std::move(w), options));
+  KVFOLD_RETURN_IF_ERROR(m->PlaceTables());
+  return m;
 }
 
 // ---- Forward pass ---------------------------------------------------------
 
 namespace {
 
-void Ensure(Tensor& t, Shape shape) {
+absl::Status Ensure(Tensor& t, Shape shape, Device device,
+                    DType type = DType::kF32) {
   if (t.empty() || t.numel() < NumElements(shape)) {
-    t = Tensor(std::move(shape), DType::kF32);
+    KVFOLD_ASSIGN_OR_RETURN(t, Tensor::Allocate(std::move(shape), type, device));
   }
+  return absl::OkStatus();
 }
 
 // y[n, out] = x[n, in] . W^T (+ bias), or y += that when `accumulate`
@@ -175,17 +241,10 @@ absl::Status Linear(const Stream& s, const float* x, int64_t n,
                     const Tensor& w, const Tensor& bias, float* y,
                     bool accumulate = false) {
   const int64_t out = w.dim(0), in = w.dim(1);
-  if (!bias.empty()) {
-    for (int64_t r = 0; r < n; ++r) {
-      if (accumulate) {
-        KVFOLD_RETURN_IF_ERROR(AddInPlace(s, y + r * out, bias.as<float>(), out));
-      } else {
-        std::memcpy(y + r * out, bias.as<float>(), out * sizeof(float));
-      }
-    }
-  }
-  return MatMulNT(s, x, in, w.as<float>(), in, y, out, n, out, in,
-                  /*accumulate=*/accumulate || !bias.empty());
+  KVFOLD_RETURN_IF_ERROR(MatMulNT(s, x, in, w.data(), w.dtype(), in, y, out, n,
+                                  out, in, accumulate));
+  if (bias.empty()) return absl::OkStatus();
+  return AddBias(s, y, bias.as<float>(), n, out);
 }
 
 }  // namespace
@@ -204,11 +263,19 @@ absl::Status LlamaModel::Attention(const Stream& s, int layer,
   // only under StreamingLLM re-indexing); the cache records absolute ones.
   sc.rope_positions.resize(n);
   cache.RopePositions(layer, positions, n, sc.rope_positions.data());
-  KVFOLD_RETURN_IF_ERROR(ApplyRope(s, sc.q.as<float>(), sc.rope_positions.data(),
-                                   inv_freq_.data(), n, c.num_heads, c.head_dim));
-  KVFOLD_RETURN_IF_ERROR(ApplyRope(s, sc.k.as<float>(), sc.rope_positions.data(),
-                                   inv_freq_.data(), n, c.num_kv_heads,
-                                   c.head_dim));
+  const int32_t* rope = sc.rope_positions.data();
+  const float* inv_freq = inv_freq_.data();
+  if (s.device.kind != Device::Kind::kCpu) {
+    KVFOLD_RETURN_IF_ERROR(Ensure(sc.rope_device, {n}, s.device, DType::kI32));
+    KVFOLD_RETURN_IF_ERROR(CopyToDevice(s, sc.rope_device.data(), rope,
+                                        n * sizeof(int32_t)));
+    rope = sc.rope_device.as<int32_t>();
+    inv_freq = inv_freq_device_.as<float>();
+  }
+  KVFOLD_RETURN_IF_ERROR(ApplyRope(s, sc.q.as<float>(), rope, inv_freq, n,
+                                   c.num_heads, c.head_dim));
+  KVFOLD_RETURN_IF_ERROR(ApplyRope(s, sc.k.as<float>(), rope, inv_freq, n,
+                                   c.num_kv_heads, c.head_dim));
   KVFOLD_RETURN_IF_ERROR(cache.Append(layer, sc.k.as<float>(), sc.v.as<float>(),
                                       positions, n));
   const LayerView view = cache.View(layer);
@@ -219,7 +286,8 @@ absl::Status LlamaModel::Attention(const Stream& s, int layer,
   a.out = sc.attn.as<float>();
   const int64_t summed = cache.ColumnSumQueries(n);
   if (summed > 0) {
-    Ensure(sc.col_sums, {c.num_kv_heads, view.length});
+    KVFOLD_RETURN_IF_ERROR(
+        Ensure(sc.col_sums, {c.num_kv_heads, view.length}, s.device));
     a.col_sums = sc.col_sums.as<float>();
     a.col_sums_from_query = n - std::min(summed, n);
   }
@@ -257,22 +325,35 @@ absl::Status LlamaModel::Forward(const Stream& s,
           " is outside the vocabulary [0, ", c.vocab_size, ")"));
     }
   }
+  if (!(s.device == options_.device)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "forward: the model is on ", options_.device.ToString(),
+        ", the stream on ", s.device.ToString()));
+  }
   const int64_t h = c.hidden_size, inter = c.intermediate_size;
   if (sc.rows < n) {
-    sc.x = Tensor({n, h}, DType::kF32);
-    sc.xn = Tensor({n, h}, DType::kF32);
-    sc.q = Tensor({n, c.q_dim()}, DType::kF32);
-    sc.k = Tensor({n, c.kv_dim()}, DType::kF32);
-    sc.v = Tensor({n, c.kv_dim()}, DType::kF32);
-    sc.attn = Tensor({n, c.q_dim()}, DType::kF32);
-    sc.gate = Tensor({n, inter}, DType::kF32);
-    sc.up = Tensor({n, inter}, DType::kF32);
+    const Device d = s.device;
+    KVFOLD_RETURN_IF_ERROR(Ensure(sc.x, {n, h}, d));
+    KVFOLD_RETURN_IF_ERROR(Ensure(sc.xn, {n, h}, d));
+    KVFOLD_RETURN_IF_ERROR(Ensure(sc.q, {n, c.q_dim()}, d));
+    KVFOLD_RETURN_IF_ERROR(Ensure(sc.k, {n, c.kv_dim()}, d));
+    KVFOLD_RETURN_IF_ERROR(Ensure(sc.v, {n, c.kv_dim()}, d));
+    KVFOLD_RETURN_IF_ERROR(Ensure(sc.attn, {n, c.q_dim()}, d));
+    KVFOLD_RETURN_IF_ERROR(Ensure(sc.gate, {n, inter}, d));
+    KVFOLD_RETURN_IF_ERROR(Ensure(sc.up, {n, inter}, d));
     sc.rows = n;
   }
   float* x = sc.x.as<float>();
   float* xn = sc.xn.as<float>();
+  const int32_t* ids = tokens.data();
+  if (s.device.kind != Device::Kind::kCpu) {
+    KVFOLD_RETURN_IF_ERROR(Ensure(sc.ids, {n}, s.device, DType::kI32));
+    KVFOLD_RETURN_IF_ERROR(
+        CopyToDevice(s, sc.ids.data(), tokens.data(), n * sizeof(int32_t)));
+    ids = sc.ids.as<int32_t>();
+  }
   KVFOLD_RETURN_IF_ERROR(
-      Embedding(s, w_.embed.as<float>(), tokens.data(), n, h, x));
+      Embedding(s, w_.embed.data(), w_.embed.dtype(), ids, n, h, x));
   for (int layer = 0; layer < c.num_layers; ++layer) {
     const LlamaLayerWeights& l = w_.layers[layer];
     KVFOLD_RETURN_IF_ERROR(
@@ -294,7 +375,13 @@ absl::Status LlamaModel::Forward(const Stream& s,
   KVFOLD_RETURN_IF_ERROR(RmsNorm(s, x + first * h, w_.final_norm.as<float>(),
                                  c.rms_norm_eps, xn, rows, h));
   const Tensor& head = w_.lm_head.empty() ? w_.embed : w_.lm_head;
-  return Linear(s, xn, rows, head, Tensor(), logits);
+  if (s.device.kind == Device::Kind::kCpu) {
+    return Linear(s, xn, rows, head, Tensor(), logits);
+  }
+  KVFOLD_RETURN_IF_ERROR(Ensure(sc.logits, {rows, c.vocab_size}, s.device));
+  KVFOLD_RETURN_IF_ERROR(Linear(s, xn, rows, head, Tensor(), sc.logits.as<float>()));
+  return CopyToHost(s, logits, sc.logits.data(),
+                    rows * c.vocab_size * sizeof(float));
 }
 
 }  // namespace kvfold

@@ -38,20 +38,35 @@ struct LlamaWeights {
 
 enum class LogitsFor { kNone, kLast, kAll };
 
-// Activations for one forward call, grown on demand and reused.
+// Where the weights live and in which type. The CPU holds f32; a CUDA device
+// holds the matrices (embedding, projections, head) as bf16, f16 or f32 and
+// the norms and biases as f32.
+struct LoadOptions {
+  Device device = Device::Cpu();
+  DType dtype = DType::kF32;
+};
+
+// Checks a device/dtype pair (the CLI calls it before loading).
+absl::Status ValidateLoadOptions(const LoadOptions& options);
+
+// Activations for one forward call, grown on demand and reused, on the
+// model's device.
 struct ForwardScratch {
   Tensor x, xn;        // [n, hidden]
   Tensor q, k, v;      // [n, q_dim], [n, kv_dim], [n, kv_dim]
   Tensor attn;         // [n, q_dim]
   Tensor gate, up;     // [n, intermediate]
   Tensor col_sums;     // [kv_heads, keys]
+  Tensor logits;       // [n, vocab] (on a device; copied out to the host)
+  Tensor ids;          // [n] i32 token ids (on a device)
+  Tensor rope_device;  // [n] i32 RoPE positions (on a device)
   std::vector<int32_t> rope_positions;  // [n]
   int64_t rows = 0;
 };
 
 struct ModelStats {
   int64_t parameters = 0;
-  int64_t weight_bytes = 0;  // as held in memory (f32)
+  int64_t weight_bytes = 0;  // as held in memory (f32 on the CPU)
   uint64_t bytes_read = 0;   // checkpoint bytes touched while loading
 };
 
@@ -59,20 +74,24 @@ class LlamaModel {
  public:
   // Loads config.json and the safetensors weights of a checkpoint directory.
   static absl::StatusOr<std::unique_ptr<LlamaModel>> Load(
-      const std::string& dir);
+      const std::string& dir, const LoadOptions& options = {});
   // Random weights of a given shape (benchmarks; no files needed).
-  static std::unique_ptr<LlamaModel> Random(const ModelConfig& config,
-                                            uint64_t seed);
+  static absl::StatusOr<std::unique_ptr<LlamaModel>> Random(
+      const ModelConfig& config, uint64_t seed, const LoadOptions& options = {});
 
   const ModelConfig& config() const { return config_; }
   const ModelStats& stats() const { return stats_; }
-  CacheShape cache_shape() const {
+  Device device() const { return options_.device; }
+  DType dtype() const { return options_.dtype; }
+  // The cache shape of this model; its stream says where the cache lives.
+  CacheShape cache_shape(const Stream& stream) const {
     return {config_.num_layers, config_.num_kv_heads, config_.head_dim,
-            inv_freq_};
+            inv_freq_, stream};
   }
 
-  // Runs `tokens` at absolute `positions` through the model, appending their
-  // keys/values to `cache`. Writes logits [1 or n, vocab] to `logits` as
+  // Runs `tokens` at absolute `positions` through the model on the stream
+  // (which must be on the model's device), appending their keys/values to
+  // `cache`. Writes logits [1 or n, vocab] to host memory `logits` as
   // `which` says (kNone: `logits` may be null).
   absl::Status Forward(const Stream& s, absl::Span<const int32_t> tokens,
                        absl::Span<const int32_t> positions, LogitsFor which,
@@ -80,14 +99,18 @@ class LlamaModel {
                        float* logits) const;
 
  private:
-  LlamaModel(ModelConfig config, LlamaWeights weights);
+  LlamaModel(ModelConfig config, LlamaWeights weights, LoadOptions options);
+  // Copies what the forward pass reads besides the weights to the device.
+  absl::Status PlaceTables();
   absl::Status Attention(const Stream& s, int layer, const int32_t* positions,
                          int64_t n, KvCache& cache,
                          ForwardScratch& scratch) const;
 
   ModelConfig config_;
   LlamaWeights w_;
+  LoadOptions options_;
   std::vector<float> inv_freq_;  // [head_dim / 2]
+  Tensor inv_freq_device_;       // the same on a device (empty on the CPU)
   ModelStats stats_;
 };
 

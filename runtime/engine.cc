@@ -31,9 +31,16 @@ double LogProb(const float* row, int64_t vocab, int32_t target) {
 
 Engine::Engine(const LlamaModel& model, const EngineOptions& options)
     : model_(model), options_(options), pool_(options.threads) {
-  stream_.device = Device::Cpu();
-  stream_.pool = &pool_;
-  stream_.timers = options.timers;
+  // The engine runs where the model's weights are.
+  absl::StatusOr<std::unique_ptr<DeviceStream>> ds =
+      DeviceStream::Open(model.device(), &pool_, options.timers);
+  if (ds.ok()) {
+    device_stream_ = std::move(*ds);
+    stream_ = device_stream_->stream();
+  } else {
+    status_ = ds.status();  // reported by NewCache, where every request starts
+    stream_.pool = &pool_;
+  }
 }
 
 absl::Status Engine::CheckWindow(int64_t tokens) const {
@@ -76,8 +83,10 @@ absl::Status ValidateGenerateOptions(const GenerateOptions& options) {
 }
 
 absl::StatusOr<std::unique_ptr<KvCache>> Engine::NewCache() const {
+  KVFOLD_RETURN_IF_ERROR(status_);
   KVFOLD_RETURN_IF_ERROR(ValidateEngineOptions(options_));
-  return MakeCache(options_.cache, model_.cache_shape(), options_.prefill_chunk);
+  return MakeCache(options_.cache, model_.cache_shape(stream_),
+                   options_.prefill_chunk);
 }
 
 absl::Status Engine::Prefill(absl::Span<const int32_t> tokens,

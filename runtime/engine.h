@@ -11,6 +11,7 @@
 #include "absl/types/span.h"
 #include "cache/cache_config.pb.h"
 #include "cache/kv_cache.h"
+#include "kernels/device_stream.h"
 #include "kernels/ops.h"
 #include "kernels/sampling.h"
 #include "kernels/thread_pool.h"
@@ -67,6 +68,10 @@ class Engine {
 
   const LlamaModel& model() const { return model_; }
   const Stream& stream() const { return stream_; }
+  // Waits for queued device work (benchmarks time with it).
+  absl::Status Synchronize() const {
+    return device_stream_ ? device_stream_->Synchronize() : status_;
+  }
 
   absl::StatusOr<std::unique_ptr<KvCache>> NewCache() const;
 
@@ -113,7 +118,9 @@ class Engine {
   const LlamaModel& model_;
   EngineOptions options_;
   ThreadPool pool_;
+  std::unique_ptr<DeviceStream> device_stream_;
   Stream stream_;
+  absl::Status status_;  // why the device stream could not open
   ForwardScratch scratch_;
 };
 

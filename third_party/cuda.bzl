@@ -16,13 +16,26 @@ CUDA_ONLY = select({
     "//conditions:default": ["@platforms//:incompatible"],
 })
 
-def cuda_library(name, srcs, hdrs = [], deps = [], **kwargs):
+# What a library that dispatches to CUDA adds: KVFOLD_WITH_CUDA and the ops,
+# only with --config=cuda.
+CUDA_DEFINES = select({
+    "//:cuda_enabled": ["KVFOLD_WITH_CUDA"],
+    "//conditions:default": [],
+})
+
+CUDA_OPS_DEP = select({
+    "//:cuda_enabled": ["//kernels/cuda:cuda_ops"],
+    "//conditions:default": [],
+})
+
+def cuda_library(name, srcs, hdrs = [], deps = [], nvcc_hdrs = [], **kwargs):
+    """nvcc_hdrs: project headers the .cu files include from other packages."""
     objs = []
     for src in srcs:
         obj = name + "_" + src.replace("/", "_").replace(".cu", ".o")
         native.genrule(
             name = obj + "_nvcc",
-            srcs = [src] + hdrs +
+            srcs = [src] + hdrs + nvcc_hdrs +
                    ["@local_cuda//:headers_files"],
             outs = [obj],
             cmd = " ".join([

@@ -22,8 +22,18 @@ absl::Status Softmax(const Stream& s, float* x, int64_t rows, int64_t cols);
 absl::Status SiluMul(const Stream& s, const float* gate, const float* up,
                      float* out, int64_t n);
 absl::Status AddInPlace(const Stream& s, float* x, const float* y, int64_t n);
-absl::Status Embedding(const Stream& s, const float* table, const int32_t* ids,
-                       int64_t n, int64_t dim, float* out);
+absl::Status AddBias(const Stream& s, float* y, const float* bias,
+                     int64_t rows, int64_t cols);
+absl::Status Embedding(const Stream& s, const void* table, DType table_type,
+                       const int32_t* ids, int64_t n, int64_t dim, float* out);
+absl::Status AppendKv(const Stream& s, const float* k, const float* v,
+                      int64_t n, int64_t heads, int64_t head_dim, float* keys,
+                      float* values, int64_t capacity, int64_t offset);
+absl::Status GatherRows(const Stream& s, float* data, const int32_t* keep,
+                        int64_t count, int64_t heads, int64_t capacity,
+                        int64_t head_dim);
+absl::Status Argmax(const Stream& s, const float* x, int64_t rows,
+                    int64_t cols, int32_t* out);
 absl::Status Attention(const Stream& s, const AttentionArgs& a);
 
 // Runs fn(begin, end) over [0, n) on the stream's pool (or inline).

@@ -101,14 +101,73 @@ absl::Status AddInPlace(const Stream& s, float* x, const float* y, int64_t n) {
   return absl::OkStatus();
 }
 
-absl::Status Embedding(const Stream& s, const float* table, const int32_t* ids,
-                       int64_t n, int64_t dim, float* out) {
-  ParallelFor(s, n, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      std::memcpy(out + t * dim, table + int64_t(ids[t]) * dim,
-                  dim * sizeof(float));
+absl::Status AddBias(const Stream& s, float* y, const float* bias,
+                     int64_t rows, int64_t cols) {
+  ParallelFor(s, rows, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      float* row = y + r * cols;
+      for (int64_t j = 0; j < cols; ++j) row[j] += bias[j];
     }
   });
+  return absl::OkStatus();
+}
+
+absl::Status Embedding(const Stream& s, const void* table, DType table_type,
+                       const int32_t* ids, int64_t n, int64_t dim, float* out) {
+  if (table_type != DType::kF32) {
+    return absl::InvalidArgumentError("embedding: the CPU table must be f32");
+  }
+  const float* t = static_cast<const float*>(table);
+  ParallelFor(s, n, [&](int64_t t0, int64_t t1) {
+    for (int64_t i = t0; i < t1; ++i) {
+      std::memcpy(out + i * dim, t + int64_t(ids[i]) * dim, dim * sizeof(float));
+    }
+  });
+  return absl::OkStatus();
+}
+
+absl::Status AppendKv(const Stream& s, const float* k, const float* v,
+                      int64_t n, int64_t heads, int64_t d, float* keys,
+                      float* values, int64_t capacity, int64_t offset) {
+  if (offset + n > capacity) {
+    return absl::InternalError("append_kv: past the cache's capacity");
+  }
+  for (int64_t g = 0; g < heads; ++g) {
+    float* kd = keys + (g * capacity + offset) * d;
+    float* vd = values + (g * capacity + offset) * d;
+    for (int64_t t = 0; t < n; ++t) {
+      std::memcpy(kd + t * d, k + (t * heads + g) * d, d * sizeof(float));
+      std::memcpy(vd + t * d, v + (t * heads + g) * d, d * sizeof(float));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status GatherRows(const Stream& s, float* data, const int32_t* keep,
+                        int64_t count, int64_t heads, int64_t capacity,
+                        int64_t d) {
+  for (int64_t g = 0; g < heads; ++g) {
+    float* base = data + g * capacity * d;
+    const int32_t* kg = keep + g * count;
+    // Ascending keep: keep[i] >= i, so moving forward never overwrites a row
+    // still to be read.
+    for (int64_t i = 0; i < count; ++i) {
+      if (kg[i] != i) std::memcpy(base + i * d, base + int64_t(kg[i]) * d, d * sizeof(float));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Argmax(const Stream& s, const float* x, int64_t rows,
+                    int64_t cols, int32_t* out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = x + r * cols;
+    int64_t best = 0;
+    for (int64_t j = 1; j < cols; ++j) {
+      if (row[j] > row[best]) best = j;
+    }
+    out[r] = static_cast<int32_t>(best);
+  }
   return absl::OkStatus();
 }
 
