@@ -68,7 +68,10 @@ constexpr char kUsage[] =
     "            random-weight model of a named shape: prefill/decode speed,\n"
     "            memory bandwidth and sgemm GFLOP/s measured in the same run\n"
     "  bench_cache  [--cache=... --doc_lengths=4096,...]  memory and speed\n"
-    "            of a compressed cache vs document length (random model)\n\n"
+    "            of a compressed cache vs document length (random model)\n"
+    "  bench_gpu [--gpu_shapes --gpu_doc_lengths]  CUDA prefill/decode vs the\n"
+    "            device's copy bandwidth and bf16 GEMM peak (random models)\n\n"
+    "Device: --device=auto|cpu|cuda|cuda:N --dtype=auto|f32|bf16|f16\n\n"
     "KV cache (generate, score): --cache=full|streaming|h2o|snapkv|\n"
     "  pyramidkv|kvmerger --cache_slots=N [--cache_window --cache_sinks\n"
     "  --cache_layer_slots --cache_config=FILE --question_mode=agnostic|aware]\n\n"
@@ -94,6 +97,8 @@ int main(int argc, char** argv) {
       status = kvfold::RunBench();
     } else if (command == "bench_cache") {
       status = kvfold::RunBenchCache();
+    } else if (command == "bench_gpu") {
+      status = kvfold::RunBenchGpu();
     } else {
       std::fprintf(stderr, "kvfold: error: unknown command \"%s\"\n\n%s\n",
                    command.c_str(), kUsage);

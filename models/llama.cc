@@ -31,9 +31,12 @@ absl::StatusOr<Tensor> Place(Tensor host, bool matrix, const LoadOptions& o) {
   }
   std::vector<uint16_t> bits(host.numel());
   const float* src = host.as<float>();
-  for (size_t i = 0; i < bits.size(); ++i) {
-    bits[i] = type == DType::kBF16 ? F32ToBf16(src[i]) : F32ToF16(src[i]);
-  }
+  ThreadPool pool(0);
+  pool.ParallelFor(int64_t(bits.size()), [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      bits[i] = type == DType::kBF16 ? F32ToBf16(src[i]) : F32ToF16(src[i]);
+    }
+  });
   KVFOLD_RETURN_IF_ERROR(CopyToDevice(s, t.data(), bits.data(), bits.size() * 2));
   return t;
 }

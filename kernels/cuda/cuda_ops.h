@@ -77,6 +77,11 @@ absl::Status MatMulNT(Context& cx, const float* a, int64_t lda, const void* b,
                       DType b_type, int64_t ldb, float* c, int64_t ldc,
                       int64_t m, int64_t n, int64_t k, bool accumulate);
 
+// The bare half-precision GEMM (a, b both of `type`), c[m, n] = a . b^T:
+// what MatMulNT runs after rounding a; benchmarks measure the peak with it.
+absl::Status GemmHalf(Context& cx, const void* a, const void* b, DType type,
+                      float* c, int64_t m, int64_t n, int64_t k);
+
 absl::Status RmsNorm(Context& cx, const float* x, const float* w, float eps,
                      float* out, int64_t rows, int64_t dim);
 absl::Status ApplyRope(Context& cx, float* x, const int32_t* positions,
