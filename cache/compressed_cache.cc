@@ -53,9 +53,15 @@ absl::Status LayerState::FlushKeeps(const CacheShape& shape) {
   if (keep_device.empty() || keep_device.numel() < heads * count) {
     KVFOLD_ASSIGN_OR_RETURN(keep_device,
                             Tensor::Allocate({heads, cap}, DType::kI32, s.device));
+    keep_uploaded.clear();
   }
-  KVFOLD_RETURN_IF_ERROR(CopyToDevice(s, keep_device.data(), keep.data(),
-                                      keep.size() * sizeof(int32_t)));
+  // Decoding evicts the same slots every step (StreamingLLM): upload (a
+  // synchronising copy) only when the indices change.
+  if (keep != keep_uploaded) {
+    KVFOLD_RETURN_IF_ERROR(CopyToDevice(s, keep_device.data(), keep.data(),
+                                        keep.size() * sizeof(int32_t)));
+    keep_uploaded = std::move(keep);
+  }
   const int32_t* idx = keep_device.as<int32_t>();
   KVFOLD_RETURN_IF_ERROR(GatherRows(s, slots.keys.as<float>(), idx, count,
                                     heads, cap, shape.head_dim));

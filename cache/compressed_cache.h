@@ -39,6 +39,7 @@ struct LayerState {
   // head kept its slots in place); empty when none.
   std::vector<int32_t> pending_keep;
   Tensor keep_device;  // the same indices, [kv_heads, length], on the device
+  std::vector<int32_t> keep_uploaded;  // what keep_device holds
 };
 
 // What a policy gets when a layer must shrink.

@@ -269,9 +269,14 @@ absl::Status LlamaModel::Attention(const Stream& s, int layer,
   const int32_t* rope = sc.rope_positions.data();
   const float* inv_freq = inv_freq_.data();
   if (s.device.kind != Device::Kind::kCpu) {
-    KVFOLD_RETURN_IF_ERROR(Ensure(sc.rope_device, {n}, s.device, DType::kI32));
-    KVFOLD_RETURN_IF_ERROR(CopyToDevice(s, sc.rope_device.data(), rope,
-                                        n * sizeof(int32_t)));
+    // Layers usually share positions: upload (a synchronising copy) only
+    // when they change.
+    if (sc.rope_uploaded != sc.rope_positions) {
+      KVFOLD_RETURN_IF_ERROR(Ensure(sc.rope_device, {n}, s.device, DType::kI32));
+      KVFOLD_RETURN_IF_ERROR(CopyToDevice(s, sc.rope_device.data(), rope,
+                                          n * sizeof(int32_t)));
+      sc.rope_uploaded = sc.rope_positions;
+    }
     rope = sc.rope_device.as<int32_t>();
     inv_freq = inv_freq_device_.as<float>();
   }

@@ -61,6 +61,7 @@ struct ForwardScratch {
   Tensor ids;          // [n] i32 token ids (on a device)
   Tensor rope_device;  // [n] i32 RoPE positions (on a device)
   std::vector<int32_t> rope_positions;  // [n]
+  std::vector<int32_t> rope_uploaded;   // what rope_device holds
   int64_t rows = 0;
 };
 

@@ -179,7 +179,9 @@ TEST_P(CudaModelTest, CachePoliciesMatchCpu) {
     CacheConfig config;
     ASSERT_TRUE(SetPolicyByName(policy, &config).ok());
     config.set_slots(int32_t(seq.ids.size() / 3));
-    EngineOptions o{.threads = 2, .prefill_chunk = 5, .cache = config};
+    if (config.has_snapkv()) config.mutable_snapkv()->set_window(4);
+    if (config.has_pyramidkv()) config.mutable_pyramidkv()->set_window(4);
+    EngineOptions o{.threads = 2, .prefill_chunk = 8, .cache = config};
     Engine gpu(*model, o), cpu(**cpu_model, o);
     auto g = gpu.Score(seq.ids);
     auto c = cpu.Score(seq.ids);
