@@ -116,5 +116,12 @@ cp $MODEL/config.json "$tmp/bad/"
 head -c 100 $MODEL/model.safetensors >"$tmp/bad/model.safetensors"
 expect_error 1 "model.safetensors" generate --model="$tmp/bad" --ids=1
 
+# Devices: a CUDA device that is not there, impossible device/dtype pairs.
+expect_error 1 "no usable CUDA device" generate --model=$MODEL --ids=1 --device=cuda
+expect_error 1 "expected auto, cpu, cuda or cuda:N" generate --model=$MODEL --ids=1 --device=gpu0
+expect_error 1 "CPU backend holds weights as f32" generate --model=$MODEL --ids=1 --device=cpu --dtype=bf16
+expect_error 1 "expected auto, f32, bf16 or f16" generate --model=$MODEL --ids=1 --dtype=f8
+expect_ok generate --model=$MODEL --ids=1,5,9 --max_new_tokens=2 --device=auto
+
 echo "cli_test: $failures failure(s)"
 [ "$failures" -eq 0 ]
