@@ -117,6 +117,19 @@ absl::Status Argmax(const Stream& s, const float* x, int64_t rows,
 }
 
 absl::Status Attention(const Stream& s, const AttentionArgs& a) {
+  // Argument checks shared by both backends.
+  if (a.q == nullptr || a.k == nullptr || a.v == nullptr || a.out == nullptr) {
+    return absl::InvalidArgumentError("attention: null q/k/v/out");
+  }
+  if (a.q_heads <= 0 || a.kv_heads <= 0 || a.q_heads % a.kv_heads != 0) {
+    return absl::InvalidArgumentError(
+        "attention: q_heads must be a positive multiple of kv_heads");
+  }
+  if (a.num_keys > a.kv_stride || a.causal_offset < 0 ||
+      a.causal_offset >= a.num_keys + (a.num_queries == 0 ? 1 : 0)) {
+    return absl::InvalidArgumentError(
+        "attention: need 0 <= causal_offset < num_keys <= kv_stride");
+  }
   KVFOLD_DISPATCH(Attention, a);
 }
 

@@ -23,50 +23,12 @@
 #include "gtest/gtest.h"
 #include "kernels/device_stream.h"
 #include "runtime/engine.h"
+#include "tests/golden_io.h"
 
 namespace kvfold {
 namespace {
 
 constexpr double kBf16Tolerance = 5e-2;
-
-struct Sequence {
-  std::vector<int32_t> ids;
-  std::vector<std::vector<float>> logits, logits_native;
-  std::vector<int32_t> greedy;
-};
-
-std::vector<Sequence> ReadGolden(const std::string& path) {
-  std::ifstream in(path);
-  EXPECT_TRUE(in.good()) << path;
-  nlohmann::json j = nlohmann::json::parse(in);
-  std::vector<Sequence> out;
-  for (const auto& s : j["sequences"]) {
-    Sequence seq;
-    seq.ids = s["input_ids"].get<std::vector<int32_t>>();
-    seq.logits = s["logits"].get<std::vector<std::vector<float>>>();
-    if (s.contains("logits_native")) {
-      seq.logits_native = s["logits_native"].get<std::vector<std::vector<float>>>();
-    }
-    seq.greedy = s["greedy"].get<std::vector<int32_t>>();
-    out.push_back(std::move(seq));
-  }
-  EXPECT_FALSE(out.empty()) << path;
-  return out;
-}
-
-double NormalisedError(const std::vector<float>& got,
-                       const std::vector<std::vector<float>>& want) {
-  double err = 0, scale = 0;
-  const size_t vocab = want[0].size();
-  for (size_t t = 0; t < want.size(); ++t) {
-    for (size_t j = 0; j < vocab; ++j) {
-      if (std::isnan(got[t * vocab + j])) return INFINITY;
-      err = std::max(err, double(std::abs(got[t * vocab + j] - want[t][j])));
-      scale = std::max(scale, double(std::abs(want[t][j])));
-    }
-  }
-  return err / scale;
-}
 
 struct Fixture {
   const char* name;

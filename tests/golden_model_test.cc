@@ -11,56 +11,11 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/golden_io.h"
 #include "runtime/engine.h"
 
 namespace kvfold {
 namespace {
-
-struct Sequence {
-  std::vector<int32_t> ids;
-  std::vector<std::vector<float>> logits;         // f32 reference
-  std::vector<std::vector<float>> logits_native;  // storage-dtype run, if any
-  std::vector<int32_t> greedy;
-};
-
-std::vector<Sequence> ReadGolden(const std::string& path) {
-  std::ifstream in(path);
-  EXPECT_TRUE(in.good()) << path;
-  nlohmann::json j = nlohmann::json::parse(in);
-  std::vector<Sequence> out;
-  for (const auto& s : j["sequences"]) {
-    Sequence seq;
-    seq.ids = s["input_ids"].get<std::vector<int32_t>>();
-    seq.logits = s["logits"].get<std::vector<std::vector<float>>>();
-    if (s.contains("logits_native")) {
-      seq.logits_native = s["logits_native"].get<std::vector<std::vector<float>>>();
-    }
-    seq.greedy = s["greedy"].get<std::vector<int32_t>>();
-    // A truncated fixture must fail, not be checked in part.
-    EXPECT_EQ(seq.logits.size(), seq.ids.size()) << path;
-    if (!seq.logits_native.empty()) {
-      EXPECT_EQ(seq.logits_native.size(), seq.ids.size()) << path;
-    }
-    EXPECT_EQ(seq.greedy.size(), 16u) << path;
-    out.push_back(std::move(seq));
-  }
-  EXPECT_FALSE(out.empty()) << path << " has no sequences";
-  return out;
-}
-
-// max |got - want| / max |want| over all positions.
-double NormalisedError(const std::vector<float>& got,
-                       const std::vector<std::vector<float>>& want) {
-  double err = 0, scale = 0;
-  const size_t vocab = want[0].size();
-  for (size_t t = 0; t < want.size(); ++t) {
-    for (size_t j = 0; j < vocab; ++j) {
-      err = std::max(err, double(std::abs(got[t * vocab + j] - want[t][j])));
-      scale = std::max(scale, double(std::abs(want[t][j])));
-    }
-  }
-  return err / scale;
-}
 
 struct Fixture {
   const char* name;

@@ -15,26 +15,9 @@ namespace {
 
 constexpr int64_t kQueryBlock = 32;
 
-absl::Status Validate(const AttentionArgs& a) {
-  if (a.q == nullptr || a.k == nullptr || a.v == nullptr || a.out == nullptr) {
-    return absl::InvalidArgumentError("attention: null q/k/v/out");
-  }
-  if (a.q_heads <= 0 || a.kv_heads <= 0 || a.q_heads % a.kv_heads != 0) {
-    return absl::InvalidArgumentError(
-        "attention: q_heads must be a positive multiple of kv_heads");
-  }
-  if (a.num_keys > a.kv_stride || a.causal_offset < 0 ||
-      a.causal_offset >= a.num_keys + (a.num_queries == 0 ? 1 : 0)) {
-    return absl::InvalidArgumentError(
-        "attention: need 0 <= causal_offset < num_keys <= kv_stride");
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 absl::Status Attention(const Stream& s, const AttentionArgs& a) {
-  if (absl::Status st = Validate(a); !st.ok()) return st;
   const int64_t d = a.head_dim, group = a.q_heads / a.kv_heads;
   const int64_t q_row = a.q_heads * d;  // stride between queries
   // Per query head column sums, reduced over each group at the end so that

@@ -1,4 +1,6 @@
-// CPU implementations of the ops in kernels/ops.h (same contracts).
+// CPU implementations of the ops in kernels/ops.h (same contracts; the
+// argument checks that kernels/ops.cc makes before dispatching are not
+// repeated here).
 #ifndef KVFOLD_KERNELS_CPU_CPU_OPS_H_
 #define KVFOLD_KERNELS_CPU_CPU_OPS_H_
 

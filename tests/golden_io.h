@@ -1,0 +1,68 @@
+// Reading the transformers golden fixtures (tools/golden/
+// make_model_fixtures.py) and comparing logits with them; shared by the CPU
+// and CUDA model tests.
+#ifndef KVFOLD_TESTS_GOLDEN_IO_H_
+#define KVFOLD_TESTS_GOLDEN_IO_H_
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace kvfold {
+
+struct Sequence {
+  std::vector<int32_t> ids;
+  std::vector<std::vector<float>> logits;         // f32 reference
+  std::vector<std::vector<float>> logits_native;  // storage-dtype run, if any
+  std::vector<int32_t> greedy;
+};
+
+inline std::vector<Sequence> ReadGolden(const std::string& path) {
+  std::ifstream in(path);
+  EXPECT_TRUE(in.good()) << path;
+  nlohmann::json j = nlohmann::json::parse(in);
+  std::vector<Sequence> out;
+  for (const auto& s : j["sequences"]) {
+    Sequence seq;
+    seq.ids = s["input_ids"].get<std::vector<int32_t>>();
+    seq.logits = s["logits"].get<std::vector<std::vector<float>>>();
+    if (s.contains("logits_native")) {
+      seq.logits_native = s["logits_native"].get<std::vector<std::vector<float>>>();
+    }
+    seq.greedy = s["greedy"].get<std::vector<int32_t>>();
+    // A truncated fixture must fail, not be checked in part.
+    EXPECT_EQ(seq.logits.size(), seq.ids.size()) << path;
+    if (!seq.logits_native.empty()) {
+      EXPECT_EQ(seq.logits_native.size(), seq.ids.size()) << path;
+    }
+    EXPECT_EQ(seq.greedy.size(), 16u) << path;
+    out.push_back(std::move(seq));
+  }
+  EXPECT_FALSE(out.empty()) << path << " has no sequences";
+  return out;
+}
+
+// max |got - want| / max |want| over all positions; infinite if any got is
+// NaN (which max() alone would skip).
+inline double NormalisedError(const std::vector<float>& got,
+                              const std::vector<std::vector<float>>& want) {
+  double err = 0, scale = 0;
+  const size_t vocab = want[0].size();
+  for (size_t t = 0; t < want.size(); ++t) {
+    for (size_t j = 0; j < vocab; ++j) {
+      if (std::isnan(got[t * vocab + j])) return INFINITY;
+      err = std::max(err, double(std::abs(got[t * vocab + j] - want[t][j])));
+      scale = std::max(scale, double(std::abs(want[t][j])));
+    }
+  }
+  return err / scale;
+}
+
+}  // namespace kvfold
+
+#endif  // KVFOLD_TESTS_GOLDEN_IO_H_
