@@ -5,6 +5,7 @@ _ABSL_LABELS = {
     "absl/base": ["core_headers", "base"],
     "absl/container": ["flat_hash_map", "flat_hash_set", "inlined_vector", "btree"],
     "absl/flags": ["flag", "parse", "usage"],
+    "absl/functional": ["function_ref"],
     "absl/hash": ["hash"],
     "absl/random": ["random", "distributions"],
     "absl/status": ["status", "statusor"],
