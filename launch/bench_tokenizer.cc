@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
 #include "launch/commands.h"
+#include "launch/flags.h"
 #include "models/files.h"
 #include "models/tokenizer/tokenizer.h"
 

@@ -1,6 +1,8 @@
 #include "launch/commands.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "absl/flags/flag.h"
@@ -9,6 +11,8 @@
 #include "absl/strings/str_split.h"
 #include "kernels/status_macros.h"
 #include "launch/flags.h"
+#include "launch/prompt.h"
+#include "models/tokenizer/tokenizer.h"
 #include "cache/policies.h"
 #include "models/config.h"
 #include "models/files.h"
@@ -34,17 +38,6 @@ absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& text,
 
 namespace {
 
-absl::StatusOr<std::vector<int32_t>> IdsFromFlags() {
-  const std::string ids = absl::GetFlag(FLAGS_ids);
-  const std::string file = absl::GetFlag(FLAGS_ids_file);
-  if (ids.empty() == file.empty()) {
-    return absl::InvalidArgumentError("give exactly one of --ids and --ids_file");
-  }
-  if (!ids.empty()) return ParseIds(ids, "--ids");
-  KVFOLD_ASSIGN_OR_RETURN(std::string text, ReadTextFile(file, 1 << 30));
-  return ParseIds(text, file);
-}
-
 // Loads --model after checking the engine options against its config.json
 // (so a bad cache budget fails before gigabytes are read).
 absl::StatusOr<std::unique_ptr<LlamaModel>> ModelFromFlags(
@@ -64,19 +57,27 @@ absl::Status AsFlagError(const absl::Status& s) {
   return absl::Status(s.code(), absl::StrCat("--", s.message()));
 }
 
-// "1,2;3 4" -> {{1,2},{3,4}}.
-absl::StatusOr<std::vector<std::vector<int32_t>>> ParseQuestions(
-    const std::string& text) {
-  std::vector<std::vector<int32_t>> questions;
-  if (text.empty()) return questions;
-  int index = 0;
-  for (absl::string_view q : absl::StrSplit(text, ';')) {
-    KVFOLD_ASSIGN_OR_RETURN(
-        std::vector<int32_t> ids,
-        ParseIds(std::string(q), absl::StrCat("--questions (question ", index++, ")")));
-    questions.push_back(std::move(ids));
+// Text input must tokenize to ids the model has (a tokenizer with more ids
+// than the model's vocabulary is a mismatched checkpoint).
+absl::Status CheckIds(const Prompt& prompt, const LlamaModel& model,
+                      const Tokenizer* tokenizer) {
+  if (!prompt.from_text || tokenizer == nullptr) return absl::OkStatus();
+  const int64_t vocab = model.config().vocab_size;
+  auto check = [&](const std::vector<int32_t>& ids, const std::string& what) {
+    for (int32_t id : ids) {
+      if (id >= vocab) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            tokenizer->name(), ": ", what, " tokenizes to id ", id,
+            ", outside the model's vocabulary of ", vocab, " (config.json vocab_size)"));
+      }
+    }
+    return absl::OkStatus();
+  };
+  KVFOLD_RETURN_IF_ERROR(check(prompt.document, "the text"));
+  for (size_t i = 0; i < prompt.questions.size(); ++i) {
+    KVFOLD_RETURN_IF_ERROR(check(prompt.questions[i], absl::StrCat("question ", i)));
   }
-  return questions;
+  return absl::OkStatus();
 }
 
 void PrintJson(const nlohmann::json& j) {
@@ -132,13 +133,32 @@ absl::Status RunGenerate() {
   opts.seed = absl::GetFlag(FLAGS_seed);
   opts.stop_at_eos = !absl::GetFlag(FLAGS_ignore_eos);
   KVFOLD_RETURN_IF_ERROR(AsFlagError(ValidateGenerateOptions(opts)));
-  KVFOLD_ASSIGN_OR_RETURN(std::vector<int32_t> prompt, IdsFromFlags());
-  KVFOLD_ASSIGN_OR_RETURN(auto questions,
-                          ParseQuestions(absl::GetFlag(FLAGS_questions)));
+  const std::string dir = absl::GetFlag(FLAGS_model);
+  KVFOLD_ASSIGN_OR_RETURN(std::optional<Tokenizer> tokenizer, TokenizerFromFlags(dir));
+  KVFOLD_ASSIGN_OR_RETURN(Prompt prompt, PromptFromFlags(dir, tokenizer ? &*tokenizer : nullptr));
+  const auto& questions = prompt.questions;
   KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model, ModelFromFlags(options));
+  KVFOLD_RETURN_IF_ERROR(CheckIds(prompt, *model, tokenizer ? &*tokenizer : nullptr));
+  // --stream: each answer's text on stderr as its tokens arrive.
+  std::optional<StreamDecoder> stream;
+  size_t streaming_answer = 0;
+  if (absl::GetFlag(FLAGS_stream)) {
+    if (!tokenizer) return absl::InvalidArgumentError("--stream needs the model's tokenizer.json");
+    stream.emplace(*tokenizer, /*skip_special_tokens=*/true);
+    opts.on_token = [&](size_t answer, int32_t id) {
+      if (answer != streaming_answer) {
+        std::fprintf(stderr, "%s\n", stream->Finish().c_str());
+        stream.emplace(*tokenizer, /*skip_special_tokens=*/true);
+        streaming_answer = answer;
+      }
+      std::fputs(stream->Step(id).c_str(), stderr);
+      std::fflush(stderr);
+    };
+  }
   Engine engine(*model, options);
   KVFOLD_ASSIGN_OR_RETURN(std::vector<GenerateResult> results,
-                          engine.Answer(prompt, questions, opts));
+                          engine.Answer(prompt.document, questions, opts));
+  if (stream) std::fprintf(stderr, "%s\n", stream->Finish().c_str());
   for (size_t i = 0; i < results.size(); ++i) {
     const GenerateResult& r = results[i];
     // The first new token comes from prefill's logits; decode made the rest.
@@ -157,6 +177,7 @@ absl::Status RunGenerate() {
                         {"document_cache", CacheStatsJson(r.document_cache)},
                         {"cache", CacheStatsJson(r.cache)}};
     if (!questions.empty()) j["question"] = i;
+    if (tokenizer) j["text"] = tokenizer->Decode(r.tokens, /*skip_special_tokens=*/true);
     PrintJson(j);
   }
   return absl::OkStatus();
@@ -164,8 +185,16 @@ absl::Status RunGenerate() {
 
 absl::Status RunScore() {
   KVFOLD_ASSIGN_OR_RETURN(EngineOptions options, EngineOptionsFromFlags());
-  KVFOLD_ASSIGN_OR_RETURN(std::vector<int32_t> tokens, IdsFromFlags());
+  if (!absl::GetFlag(FLAGS_question).empty() || !absl::GetFlag(FLAGS_questions_file).empty() ||
+      !absl::GetFlag(FLAGS_questions).empty()) {
+    return absl::InvalidArgumentError("score takes one sequence, no questions");
+  }
+  const std::string dir = absl::GetFlag(FLAGS_model);
+  KVFOLD_ASSIGN_OR_RETURN(std::optional<Tokenizer> tokenizer, TokenizerFromFlags(dir));
+  KVFOLD_ASSIGN_OR_RETURN(Prompt prompt, PromptFromFlags(dir, tokenizer ? &*tokenizer : nullptr));
+  const std::vector<int32_t>& tokens = prompt.document;
   KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model, ModelFromFlags(options));
+  KVFOLD_RETURN_IF_ERROR(CheckIds(prompt, *model, tokenizer ? &*tokenizer : nullptr));
   Engine engine(*model, options);
   KVFOLD_ASSIGN_OR_RETURN(ScoreResult r, engine.Score(tokens));
   PrintJson({{"tokens", tokens.size()},
@@ -175,6 +204,23 @@ absl::Status RunScore() {
              {"perplexity", r.perplexity},
              {"cache_policy", PolicyName(options.cache)},
              {"cache", CacheStatsJson(r.cache)}});
+  return absl::OkStatus();
+}
+
+absl::Status RunTokenize() {
+  const std::string dir = absl::GetFlag(FLAGS_model);
+  if (dir.empty()) return absl::InvalidArgumentError("--model is required");
+  KVFOLD_ASSIGN_OR_RETURN(Tokenizer tokenizer, Tokenizer::FromDirectory(dir));
+  KVFOLD_ASSIGN_OR_RETURN(Prompt prompt, PromptFromFlags(dir, &tokenizer));
+  nlohmann::json j;
+  if (prompt.from_text) {
+    j = {{"ids", prompt.document}, {"tokens", prompt.document.size()}};
+    if (!prompt.questions.empty()) j["questions"] = prompt.questions;
+    j["chat_template"] = prompt.chat_template;
+  } else {
+    j = {{"text", tokenizer.Decode(prompt.document, /*skip_special_tokens=*/false)}};
+  }
+  PrintJson(j);
   return absl::OkStatus();
 }
 

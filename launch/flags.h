@@ -10,6 +10,13 @@
 ABSL_DECLARE_FLAG(std::string, model);
 ABSL_DECLARE_FLAG(std::string, ids);
 ABSL_DECLARE_FLAG(std::string, ids_file);
+ABSL_DECLARE_FLAG(std::string, text);
+ABSL_DECLARE_FLAG(std::string, text_file);
+ABSL_DECLARE_FLAG(std::string, question);
+ABSL_DECLARE_FLAG(std::string, questions_file);
+ABSL_DECLARE_FLAG(std::string, chat);
+ABSL_DECLARE_FLAG(std::string, system);
+ABSL_DECLARE_FLAG(bool, stream);
 ABSL_DECLARE_FLAG(int64_t, max_new_tokens);
 ABSL_DECLARE_FLAG(double, temperature);
 ABSL_DECLARE_FLAG(int32_t, top_k);

@@ -14,6 +14,22 @@ ABSL_FLAG(std::string, model, "",
           "Hugging Face checkpoint directory (config.json + safetensors)");
 ABSL_FLAG(std::string, ids, "", "prompt token ids, comma or space separated");
 ABSL_FLAG(std::string, ids_file, "", "file holding the prompt token ids");
+ABSL_FLAG(std::string, text, "",
+          "prompt (generate) or sequence (score) as text, tokenized with the "
+          "model's tokenizer.json");
+ABSL_FLAG(std::string, text_file, "", "file holding the prompt text (UTF-8)");
+ABSL_FLAG(std::string, question, "",
+          "generate: a question about the document, as text");
+ABSL_FLAG(std::string, questions_file, "",
+          "generate: file of text questions about the document, one per line");
+ABSL_FLAG(std::string, chat, "auto",
+          "text questions: auto (wrap document and question in the model's "
+          "chat_template when tokenizer_config.json has one) or raw (send the "
+          "text as is)");
+ABSL_FLAG(std::string, system, "",
+          "text questions with a chat template: the system message");
+ABSL_FLAG(bool, stream, false,
+          "generate: print the answer text to stderr as it is produced");
 ABSL_FLAG(int64_t, max_new_tokens, 32, "generate: tokens to produce at most");
 ABSL_FLAG(double, temperature, 0.0, "sampling temperature; 0 = greedy");
 ABSL_FLAG(int32_t, top_k, 0, "sample among the k most likely tokens; 0 = all");
@@ -58,11 +74,14 @@ constexpr char kUsage[] =
     "kvfold COMMAND [--flags]\n\n"
     "Commands:\n"
     "  generate  --model=DIR --ids=1,2,3 [--questions=4,5;6,7\n"
+    "            or --text=... | --text_file=F [--question=... |\n"
+    "            --questions_file=F --chat=auto|raw --system=... --stream]\n"
     "            --max_new_tokens --temperature --top_k --top_p --seed\n"
     "            --ignore_eos --prefill_chunk]\n"
     "            continue a prompt of token ids, or answer each question\n"
     "            about it; prints JSON (one line per answer)\n"
-    "  score     --model=DIR --ids=... per-token log-probabilities, NLL and\n"
+    "  score     --model=DIR --ids=...|--text=...|--text_file=F per-token\n"
+    "            log-probabilities, NLL and\n"
     "            perplexity of a token sequence; prints JSON\n"
     "  bench     [--shape --prefill_tokens --decode_tokens --bench_layers]\n"
     "            random-weight model of a named shape: prefill/decode speed,\n"
@@ -70,7 +89,11 @@ constexpr char kUsage[] =
     "  bench_cache  [--cache=... --doc_lengths=4096,...]  memory and speed\n"
     "            of a compressed cache vs document length (random model)\n"
     "  bench_gpu [--gpu_shapes --gpu_doc_lengths]  CUDA prefill/decode vs the\n"
-    "            device's copy bandwidth and bf16 GEMM peak (random models)\n\n"
+    "            device's copy bandwidth and bf16 GEMM peak (random models)\n"
+    "  tokenize  --model=DIR (--text=...|--text_file=F) [--chat=...] ids\n"
+    "            of a text, or (--ids=...) the text of ids; prints JSON\n"
+    "  bench_tokenizer --tokenizer=DIR --text_file=F [--repeats --ids_out]\n"
+    "            encode MB/s of tokenizer.json on a text (one core)\n\n"
     "Device: --device=auto|cpu|cuda|cuda:N --dtype=auto|f32|bf16|f16\n\n"
     "KV cache (generate, score): --cache=full|streaming|h2o|snapkv|\n"
     "  pyramidkv|kvmerger --cache_slots=N [--cache_window --cache_sinks\n"
@@ -99,6 +122,10 @@ int main(int argc, char** argv) {
       status = kvfold::RunBenchCache();
     } else if (command == "bench_gpu") {
       status = kvfold::RunBenchGpu();
+    } else if (command == "bench_tokenizer") {
+      status = kvfold::RunBenchTokenizer();
+    } else if (command == "tokenize") {
+      status = kvfold::RunTokenize();
     } else {
       std::fprintf(stderr, "kvfold: error: unknown command \"%s\"\n\n%s\n",
                    command.c_str(), kUsage);

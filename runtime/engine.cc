@@ -142,7 +142,7 @@ absl::Status Engine::Decode(int32_t token, KvCache& cache,
                         cache, scratch_, logits->data());
 }
 
-absl::Status Engine::DecodeLoop(KvCache& cache, std::vector<float>& logits,
+absl::Status Engine::DecodeLoop(size_t answer, KvCache& cache, std::vector<float>& logits,
                                 const GenerateOptions& options,
                                 GenerateResult* result) {
   const ModelConfig& c = model_.config();
@@ -151,6 +151,7 @@ absl::Status Engine::DecodeLoop(KvCache& cache, std::vector<float>& logits,
   for (int64_t step = 0; step < options.max_new_tokens; ++step) {
     const int32_t next = Sample(logits.data(), c.vocab_size, options.sampling, rng);
     result->tokens.push_back(next);
+    if (options.on_token) options.on_token(answer, next);
     if (options.stop_at_eos &&
         std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), next) !=
             c.eos_token_ids.end()) {
@@ -200,7 +201,7 @@ absl::StatusOr<std::vector<GenerateResult>> Engine::Answer(
     r.prompt_tokens = static_cast<int64_t>(document.size());
     r.prefill_seconds = doc_seconds;
     r.document_cache = doc_cache->Stats();
-    KVFOLD_RETURN_IF_ERROR(DecodeLoop(*doc_cache, logits, options, &r));
+    KVFOLD_RETURN_IF_ERROR(DecodeLoop(results.size(), *doc_cache, logits, options, &r));
     results.push_back(std::move(r));
     return results;
   }
@@ -230,7 +231,7 @@ absl::StatusOr<std::vector<GenerateResult>> Engine::Answer(
       KVFOLD_RETURN_IF_ERROR(PrefillQuestion(question, LogitsFor::kLast, *cache, &logits));
     }
     r.prefill_seconds = Seconds(t0) + doc_seconds;
-    KVFOLD_RETURN_IF_ERROR(DecodeLoop(*cache, logits, options, &r));
+    KVFOLD_RETURN_IF_ERROR(DecodeLoop(results.size(), *cache, logits, options, &r));
     results.push_back(std::move(r));
   }
   return results;

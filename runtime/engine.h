@@ -4,6 +4,7 @@
 #define KVFOLD_RUNTIME_ENGINE_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -41,6 +42,10 @@ struct GenerateOptions {
   SamplingParams sampling;      // temperature 0 = greedy
   uint64_t seed = 0;
   bool stop_at_eos = true;      // stop after emitting an eos_token_id
+  // Called with each new token as soon as it is chosen (e.g. to stream
+  // detokenized text): the answer's index (the question's) and the token.
+  // May be empty.
+  std::function<void(size_t answer, int32_t token)> on_token;
 };
 
 absl::Status ValidateGenerateOptions(const GenerateOptions& options);
@@ -111,7 +116,7 @@ class Engine {
  private:
   absl::Status CheckWindow(int64_t tokens) const;
   // Samples from `logits` and decodes until max_new_tokens or eos.
-  absl::Status DecodeLoop(KvCache& cache, std::vector<float>& logits,
+  absl::Status DecodeLoop(size_t answer, KvCache& cache, std::vector<float>& logits,
                           const GenerateOptions& options,
                           GenerateResult* result);
 

@@ -17,6 +17,10 @@
 // Not supported (Compile error naming the position): backreferences,
 // lookbehind, atomic groups, conditionals, class intersection (&&), POSIX
 // brackets, script properties, other options (?m) (?x).
+// Cost: single-character repeats (\p{L}+, \s*, [^...]{1,3}) are iterative,
+// and backtracking into them only retries positions where the continuation
+// can start; quantified groups ((?:ab)+) recurse once per iteration, so they
+// are meant for short runs (none of the pre-tokenizer patterns has one).
 #ifndef KVFOLD_MODELS_TOKENIZER_REGEX_H_
 #define KVFOLD_MODELS_TOKENIZER_REGEX_H_
 

@@ -3,6 +3,7 @@
 // tools/tokenizer/make_regex_golden.py).
 #include "models/tokenizer/regex.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -180,11 +181,15 @@ std::string EnglishProse(size_t bytes) {
 double MBps(const Regex& r, const std::string& utf8, size_t* count) {
   const std::u32string text = U32(utf8);
   Spans m;
-  const auto t0 = std::chrono::steady_clock::now();
-  r.FindAll(text, &m);
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  double best = 1e30;
+  for (int run = 0; run < 2; ++run) {  // the first run also grows `m`
+    const auto t0 = std::chrono::steady_clock::now();
+    r.FindAll(text, &m);
+    best = std::min(best, std::chrono::duration<double>(
+                              std::chrono::steady_clock::now() - t0).count());
+  }
   *count = m.size();
-  return utf8.size() / 1e6 / s;
+  return utf8.size() / 1e6 / best;
 }
 
 TEST(RegexBenchmark, PrintsThroughput) {

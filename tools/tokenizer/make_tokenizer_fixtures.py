@@ -11,8 +11,11 @@ For each fixture tokenizer NAME this writes tests/golden/tokenizers/NAME/:
                          `tokenizers` on text that ships with this machine, then
                          assembled (normalizer, pre-tokenizer, post-processor,
                          decoder, added tokens, vocab layout) the way the real
-                         model family's tokenizer.json is, and saved by
-                         `tokenizers` itself (Tokenizer.to_str(pretty=True)).
+                         model family's tokenizer.json is, and saved from
+                         `tokenizers`' own serialization (Tokenizer.to_str);
+                         merges are "a b" strings in LEGACY_MERGES fixtures
+                         (as in the older Hub files) and [a, b] pairs (what
+                         0.20 writes) in the others.
   tokenizer_config.json  a realistic transformers config for that family
                          (no chat_template).
   golden.json            {"generator", "tokenizers_version", "name",
@@ -395,6 +398,10 @@ def build_mistral(docs):
     return j, cfg
 
 
+# Written with merges as "a b" strings (the format of the real gpt2 / Llama 2 /
+# Llama 3 / Qwen2 files on the Hub); the others keep tokenizers 0.20's [a, b] pairs.
+LEGACY_MERGES = {"gpt2_bytelevel", "llama3_bytelevel", "qwen2_bytelevel", "llama2_sentencepiece"}
+
 BUILDERS = {
     "gpt2_bytelevel": build_gpt2,
     "llama3_bytelevel": build_llama3,
@@ -760,7 +767,13 @@ def main():
         os.makedirs(d, exist_ok=True)
         tpath = os.path.join(d, "tokenizer.json")
         with open(tpath, "w", encoding="utf-8", newline="\n") as f:
-            f.write(staged.to_str(pretty=True))
+            if name in LEGACY_MERGES:
+                # Hub files saved before tokenizers 0.20 hold merges as "a b" strings.
+                d_json = json.loads(staged.to_str())
+                d_json["model"]["merges"] = [" ".join(m) for m in d_json["model"]["merges"]]
+                f.write(json.dumps(d_json, ensure_ascii=False, indent=2) + "\n")
+            else:
+                f.write(staged.to_str(pretty=True))
         tok = Tokenizer.from_file(tpath)  # golden records come from the committed file
         final = json.loads(tok.to_str())
         assert final == json.loads(staged.to_str()), name

@@ -1,0 +1,195 @@
+#include "launch/prompt.h"
+
+#include <cstdio>
+#include <filesystem>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "kernels/status_macros.h"
+#include "launch/commands.h"
+#include "launch/flags.h"
+#include "models/chat/chat_template.h"
+#include "models/files.h"
+
+namespace kvfold {
+namespace {
+
+constexpr size_t kMaxTextBytes = size_t{1} << 31;
+
+// Stands for the document while the chat template is rendered: the
+// rendered text is cut there into the document part (prefilled and
+// compressed once) and the question part.
+constexpr char kDocumentMark[] = "\x1Bkvfold-document\x1B";
+
+absl::StatusOr<std::vector<int32_t>> EncodeText(const Tokenizer& t, const std::string& text,
+                                                bool add_special, const std::string& what) {
+  absl::StatusOr<std::vector<int32_t>> ids = t.Encode(text, add_special);
+  if (!ids.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": ", ids.status().message()));
+  }
+  return ids;
+}
+
+absl::StatusOr<std::vector<std::string>> TextQuestions() {
+  std::vector<std::string> questions;
+  const std::string one = absl::GetFlag(FLAGS_question);
+  const std::string file = absl::GetFlag(FLAGS_questions_file);
+  if (!one.empty() && !file.empty()) {
+    return absl::InvalidArgumentError("give at most one of --question and --questions_file");
+  }
+  if (!one.empty()) questions.push_back(one);
+  if (!file.empty()) {
+    KVFOLD_ASSIGN_OR_RETURN(std::string text, ReadTextFile(file, kMaxTextBytes));
+    for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipWhitespace())) {
+      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+      questions.emplace_back(line);
+    }
+    if (questions.empty()) return absl::InvalidArgumentError(file + ": no questions");
+  }
+  return questions;
+}
+
+}  // namespace
+
+bool TextFlagsGiven() {
+  return !absl::GetFlag(FLAGS_text).empty() || !absl::GetFlag(FLAGS_text_file).empty() ||
+         !absl::GetFlag(FLAGS_question).empty() ||
+         !absl::GetFlag(FLAGS_questions_file).empty();
+}
+
+absl::StatusOr<std::optional<Tokenizer>> TokenizerFromFlags(const std::string& model_dir) {
+  const bool required = TextFlagsGiven();
+  if (!required && !std::filesystem::exists(model_dir + "/tokenizer.json")) {
+    return std::optional<Tokenizer>();
+  }
+  absl::StatusOr<Tokenizer> t = Tokenizer::FromDirectory(model_dir);
+  if (t.ok()) return std::optional<Tokenizer>(std::move(*t));
+  if (required) {
+    return absl::Status(t.status().code(),
+                        absl::StrCat("text input needs the model's tokenizer: ",
+                                     t.status().message()));
+  }
+  std::fprintf(stderr, "kvfold: warning: answers will have ids only: %s\n",
+               std::string(t.status().message()).c_str());
+  return std::optional<Tokenizer>();
+}
+
+absl::StatusOr<Prompt> PromptFromFlags(const std::string& model_dir,
+                                       const Tokenizer* tokenizer) {
+  Prompt p;
+  const std::string ids = absl::GetFlag(FLAGS_ids);
+  const std::string ids_file = absl::GetFlag(FLAGS_ids_file);
+  const std::string id_questions = absl::GetFlag(FLAGS_questions);
+  const std::string text = absl::GetFlag(FLAGS_text);
+  const std::string text_file = absl::GetFlag(FLAGS_text_file);
+  const int given = !ids.empty() + !ids_file.empty() + !text.empty() + !text_file.empty();
+  if (given != 1) {
+    return absl::InvalidArgumentError(
+        "give exactly one of --ids, --ids_file, --text and --text_file");
+  }
+  if (!TextFlagsGiven()) {
+    if (!ids.empty()) {
+      KVFOLD_ASSIGN_OR_RETURN(p.document, ParseIds(ids, "--ids"));
+    } else {
+      KVFOLD_ASSIGN_OR_RETURN(std::string content, ReadTextFile(ids_file, kMaxTextBytes));
+      KVFOLD_ASSIGN_OR_RETURN(p.document, ParseIds(content, ids_file));
+    }
+    if (!id_questions.empty()) {
+      int index = 0;
+      for (absl::string_view q : absl::StrSplit(id_questions, ';')) {
+        KVFOLD_ASSIGN_OR_RETURN(
+            std::vector<int32_t> qids,
+            ParseIds(std::string(q), absl::StrCat("--questions (question ", index++, ")")));
+        p.questions.push_back(std::move(qids));
+      }
+    }
+    return p;
+  }
+  if (!id_questions.empty()) {
+    return absl::InvalidArgumentError(
+        "--questions takes token ids: use --question or --questions_file with text");
+  }
+  if (!ids.empty() || !ids_file.empty()) {
+    return absl::InvalidArgumentError(
+        "give the document and the questions both as ids or both as text");
+  }
+  if (tokenizer == nullptr) return absl::InternalError("text input without a tokenizer");
+  p.from_text = true;
+  std::string document = text;
+  std::string what = "--text";
+  if (!text_file.empty()) {
+    KVFOLD_ASSIGN_OR_RETURN(document, ReadTextFile(text_file, kMaxTextBytes));
+    what = text_file;
+  }
+  KVFOLD_ASSIGN_OR_RETURN(std::vector<std::string> questions, TextQuestions());
+  const std::string chat = absl::GetFlag(FLAGS_chat);
+  if (chat != "auto" && chat != "raw") {
+    return absl::InvalidArgumentError(absl::StrCat("--chat=", chat, ": expected auto or raw"));
+  }
+  if (questions.empty()) {  // plain continuation of the text
+    KVFOLD_ASSIGN_OR_RETURN(p.document, EncodeText(*tokenizer, document, true, what));
+    return p;
+  }
+  absl::StatusOr<LoadedChatTemplate> loaded(absl::NotFoundError(""));
+  const std::string config = model_dir + "/tokenizer_config.json";
+  if (chat == "auto" && std::filesystem::exists(config)) loaded = LoadChatTemplate(config);
+  if (!loaded.ok() && !absl::IsNotFound(loaded.status())) {
+    return absl::Status(loaded.status().code(),
+                        absl::StrCat(loaded.status().message(),
+                                     " (use --chat=raw to send the text without a template)"));
+  }
+  if (!loaded.ok()) {
+    // Raw: the document as the tokenizer adds special tokens to a sequence,
+    // each question as plain text after it.
+    KVFOLD_ASSIGN_OR_RETURN(p.document, EncodeText(*tokenizer, document, true, what));
+    for (size_t i = 0; i < questions.size(); ++i) {
+      KVFOLD_ASSIGN_OR_RETURN(std::vector<int32_t> q,
+                              EncodeText(*tokenizer, questions[i], false,
+                                         absl::StrCat("question ", i)));
+      p.questions.push_back(std::move(q));
+    }
+    return p;
+  }
+  p.chat_template = true;
+  const std::string system = absl::GetFlag(FLAGS_system);
+  std::string document_prefix;
+  for (size_t i = 0; i < questions.size(); ++i) {
+    std::vector<ChatMessage> messages;
+    if (!system.empty()) messages.push_back({"system", system});
+    messages.push_back({"user", absl::StrCat(kDocumentMark, "\n\n", questions[i])});
+    absl::StatusOr<std::string> rendered =
+        loaded->chat_template.Render(messages, /*add_generation_prompt=*/true,
+                                     loaded->special_tokens);
+    if (!rendered.ok()) {
+      return absl::Status(rendered.status().code(),
+                          absl::StrCat(config, ": chat_template: ", rendered.status().message(),
+                                       " (use --chat=raw to send the text without a template)"));
+    }
+    const size_t mark = rendered->find(kDocumentMark);
+    if (mark == std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          config, ": chat_template does not place the user's message in the prompt "
+                  "(use --chat=raw)"));
+    }
+    const std::string prefix = rendered->substr(0, mark);
+    if (i == 0) {
+      document_prefix = prefix;
+    } else if (prefix != document_prefix) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(config, ": chat_template renders the document differently for "
+                               "different questions; ask one question per run"));
+    }
+    KVFOLD_ASSIGN_OR_RETURN(std::vector<int32_t> q,
+                            EncodeText(*tokenizer, rendered->substr(mark + sizeof(kDocumentMark) - 1),
+                                       false, absl::StrCat("question ", i)));
+    p.questions.push_back(std::move(q));
+  }
+  // The template writes the special tokens itself (as transformers'
+  // apply_chat_template, which tokenizes without adding them).
+  KVFOLD_ASSIGN_OR_RETURN(p.document,
+                          EncodeText(*tokenizer, document_prefix + document, false, what));
+  return p;
+}
+
+}  // namespace kvfold

@@ -1,0 +1,39 @@
+// Documents and questions of `kvfold generate/score/tokenize` from the
+// flags: token ids (--ids, --ids_file, --questions) or text (--text,
+// --text_file, --question, --questions_file) tokenized with the model's
+// tokenizer.json, text questions wrapped in the model's chat template.
+#ifndef KVFOLD_LAUNCH_PROMPT_H_
+#define KVFOLD_LAUNCH_PROMPT_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "models/tokenizer/tokenizer.h"
+
+namespace kvfold {
+
+struct Prompt {
+  std::vector<int32_t> document;
+  std::vector<std::vector<int32_t>> questions;
+  bool from_text = false;
+  bool chat_template = false;  // the questions went through chat_template
+};
+
+// True when any of the text flags is set.
+bool TextFlagsGiven();
+
+// The tokenizer of --model: required when text flags are given (an error
+// if missing or broken); otherwise loaded when present, for the "text" of
+// answers (a broken one is then a warning on stderr, not an error).
+absl::StatusOr<std::optional<Tokenizer>> TokenizerFromFlags(const std::string& model_dir);
+
+// The prompt from the flags. `tokenizer` must be set when TextFlagsGiven().
+absl::StatusOr<Prompt> PromptFromFlags(const std::string& model_dir,
+                                       const Tokenizer* tokenizer);
+
+}  // namespace kvfold
+
+#endif  // KVFOLD_LAUNCH_PROMPT_H_
