@@ -154,6 +154,7 @@ absl::StatusOr<Prompt> PromptFromFlags(const std::string& model_dir,
   p.chat_template = true;
   const std::string system = absl::GetFlag(FLAGS_system);
   std::string document_prefix;
+  std::vector<std::vector<int32_t>> full;  // each rendered prompt, tokenized whole
   for (size_t i = 0; i < questions.size(); ++i) {
     std::vector<ChatMessage> messages;
     if (!system.empty()) messages.push_back({"system", system});
@@ -180,15 +181,29 @@ absl::StatusOr<Prompt> PromptFromFlags(const std::string& model_dir,
           absl::StrCat(config, ": chat_template renders the document differently for "
                                "different questions; ask one question per run"));
     }
-    KVFOLD_ASSIGN_OR_RETURN(std::vector<int32_t> q,
-                            EncodeText(*tokenizer, rendered->substr(mark + sizeof(kDocumentMark) - 1),
-                                       false, absl::StrCat("question ", i)));
-    p.questions.push_back(std::move(q));
+    // The template writes the special tokens itself (as transformers'
+    // apply_chat_template, which tokenizes without adding them).
+    std::string whole = prefix + document;
+    whole += absl::string_view(*rendered).substr(mark + sizeof(kDocumentMark) - 1);
+    KVFOLD_ASSIGN_OR_RETURN(std::vector<int32_t> ids,
+                            EncodeText(*tokenizer, whole, false, absl::StrCat("question ", i)));
+    full.push_back(std::move(ids));
   }
-  // The template writes the special tokens itself (as transformers'
-  // apply_chat_template, which tokenizes without adding them).
+  // The document's ids are the prefix every prompt shares with the document
+  // part tokenized alone, so that document + question is exactly the
+  // tokenization of the whole prompt (a token may span the boundary).
   KVFOLD_ASSIGN_OR_RETURN(p.document,
                           EncodeText(*tokenizer, document_prefix + document, false, what));
+  size_t shared = p.document.size();
+  for (const std::vector<int32_t>& ids : full) {
+    size_t n = 0;
+    while (n < shared && n < ids.size() && ids[n] == p.document[n]) ++n;
+    shared = n;
+  }
+  p.document.resize(shared);
+  for (std::vector<int32_t>& ids : full) {
+    p.questions.emplace_back(ids.begin() + shared, ids.end());
+  }
   return p;
 }
 

@@ -17,10 +17,10 @@ namespace {
 
 const char kDir[] = "tests/golden/chat_templates/";
 
-nlohmann::json ReadGolden() {
+nlohmann::ordered_json ReadGolden() {
   std::ifstream in(std::string(kDir) + "golden.json");
   EXPECT_TRUE(in.good());
-  return nlohmann::json::parse(in);
+  return nlohmann::ordered_json::parse(in);
 }
 
 std::string ReadFile(const std::string& path) {
@@ -31,7 +31,7 @@ std::string ReadFile(const std::string& path) {
   return ss.str();
 }
 
-std::vector<ChatMessage> Conversation(const nlohmann::json& j) {
+std::vector<ChatMessage> Conversation(const nlohmann::ordered_json& j) {
   std::vector<ChatMessage> out;
   for (const auto& m : j) {
     out.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
@@ -40,7 +40,7 @@ std::vector<ChatMessage> Conversation(const nlohmann::json& j) {
 }
 
 TEST(ChatTemplateGoldenTest, AllTemplatesMatchTransformers) {
-  nlohmann::json golden = ReadGolden();
+  nlohmann::ordered_json golden = ReadGolden();
   ASSERT_EQ(golden["templates"].size(), 8u);
   const std::time_t now = golden["now_epoch_utc"].get<int64_t>();
   int renders = 0, errors = 0;

@@ -6,6 +6,7 @@
 // first newline after a block or comment tag is removed.
 #include "models/chat/jinja_lex.h"
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cstdlib>
@@ -39,6 +40,10 @@ class Lexer {
       }
     }
     if (!src_.empty() && src_.back() == '\n') src_.pop_back();
+    line_starts_.push_back(0);
+    for (size_t i = 0; i < src_.size(); ++i) {
+      if (src_[i] == '\n') line_starts_.push_back(i + 1);
+    }
   }
 
   absl::StatusOr<std::vector<Piece>> Run() {
@@ -136,16 +141,10 @@ class Lexer {
   }
 
   std::pair<int, int> LineCol(size_t pos) const {
-    int line = 1, col = 1;
-    for (size_t i = 0; i < pos && i < src_.size(); ++i) {
-      if (src_[i] == '\n') {
-        ++line;
-        col = 1;
-      } else {
-        ++col;
-      }
-    }
-    return {line, col};
+    // line_starts_[k] is the offset where line k+1 begins.
+    auto it = std::upper_bound(line_starts_.begin(), line_starts_.end(), pos);
+    size_t line = size_t(it - line_starts_.begin());
+    return {int(line), int(pos - line_starts_[line - 1]) + 1};
   }
 
   absl::Status Error(size_t pos, std::string_view msg) const {
@@ -382,6 +381,7 @@ class Lexer {
   }
 
   std::string src_;
+  std::vector<size_t> line_starts_;
   const std::string& name_;
 };
 

@@ -14,7 +14,7 @@
 namespace kvfold::jinja {
 namespace {
 
-Value FromJson(const nlohmann::json& j) {
+Value FromJson(const nlohmann::ordered_json& j) {
   if (j.is_null()) return Value::None();
   if (j.is_boolean()) return Value(j.get<bool>());
   if (j.is_number_integer()) return Value(j.get<int64_t>());
@@ -32,10 +32,10 @@ Value FromJson(const nlohmann::json& j) {
   return Value(std::move(d));
 }
 
-nlohmann::json ReadGolden() {
+nlohmann::ordered_json ReadGolden() {
   std::ifstream in("tests/golden/chat_templates/golden.json");
   EXPECT_TRUE(in.good());
-  return nlohmann::json::parse(in);
+  return nlohmann::ordered_json::parse(in);
 }
 
 absl::StatusOr<std::string> RenderText(std::string_view source,
@@ -59,7 +59,7 @@ const std::set<std::string>& Unsupported() {
 }
 
 TEST(JinjaGoldenTest, SnippetsMatchJinja2) {
-  nlohmann::json golden = ReadGolden();
+  nlohmann::ordered_json golden = ReadGolden();
   ASSERT_GT(golden["snippets"].size(), 50u);
   int checked = 0;
   for (const auto& s : golden["snippets"]) {

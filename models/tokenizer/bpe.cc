@@ -119,6 +119,10 @@ absl::StatusOr<BpeModel> BpeModel::FromJson(const json& model, absl::string_view
       raw.push_back(char(b));
     }
     if (ok) m.raw_vocab_.emplace(std::move(raw), id);
+    if (chars.size() == 1) m.char_ids_[chars[0]] = id;
+    for (size_t i = 1; i < chars.size(); ++i) {
+      m.inner_pairs_.insert(PairKey(int32_t(chars[i - 1]), int32_t(chars[i])));
+    }
   }
 
   auto merges_it = model.find("merges");
@@ -216,6 +220,38 @@ void BpeModel::EncodeWord(absl::string_view word, bool byte_level, BpeScratch* s
       return;
     }
   }
+  if (!byte_level && word.size() > kMaxCachedWord / 4) {
+    // Cut where no merge can cross (see inner_pairs_).
+    size_t segment = 0;
+    char32_t prev = 0;
+    bool prev_known = false;
+    std::u32string one;
+    for (size_t i = 0; i < word.size();) {
+      const size_t n = std::min(Utf8Length(word[i]), word.size() - i);
+      one.clear();
+      char32_t c = 0;
+      bool known = false;
+      if (unicode::DecodeUtf8(word.substr(i, n), &one).ok() && one.size() == 1) {
+        c = one[0];
+        known = char_ids_.contains(c);
+      }
+      if (i > segment && prev_known && known &&
+          !inner_pairs_.contains(PairKey(int32_t(prev), int32_t(c)))) {
+        EncodeSegment(word.substr(segment, i - segment), false, scratch, out);
+        segment = i;
+      }
+      prev = c;
+      prev_known = known;
+      i += n;
+    }
+    EncodeSegment(word.substr(segment), false, scratch, out);
+    return;
+  }
+  EncodeSegment(word, byte_level, scratch, out);
+}
+
+void BpeModel::EncodeSegment(absl::string_view word, bool byte_level, BpeScratch* scratch,
+                             std::vector<int32_t>* out) const {
   const bool cacheable = word.size() <= kMaxCachedWord;
   if (cacheable) {
     if (auto it = scratch->cache.find(word); it != scratch->cache.end()) {

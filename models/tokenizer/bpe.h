@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 
 namespace kvfold {
@@ -55,6 +56,9 @@ class BpeModel {
   int32_t IdLimit() const { return static_cast<int32_t>(id_to_token_.size()); }
 
  private:
+  // EncodeWord after the ignore_merges check: cached, or merged.
+  void EncodeSegment(absl::string_view word, bool byte_level, BpeScratch* scratch,
+                     std::vector<int32_t>* out) const;
   void Merge(BpeScratch* scratch, std::vector<int32_t>* out) const;
   // Adds the symbols of one character (`text`, its UTF-8) with id `id` or,
   // failing that, byte fallback or the unknown token (fused if asked).
@@ -79,6 +83,12 @@ class BpeModel {
   // Byte-level: raw bytes of each token whose characters are all byte-level
   // characters -> id (what ignore_merges looks up).
   absl::flat_hash_map<std::string, int32_t> raw_vocab_;
+  // Ids of the single-character tokens, and every pair of adjacent code
+  // points inside a token: a word can be cut between two characters that
+  // both have ids and form no such pair, since no merge can ever join them
+  // (this keeps SentencePiece-style text, one long word, linear and cached).
+  absl::flat_hash_map<char32_t, int32_t> char_ids_;
+  absl::flat_hash_set<uint64_t> inner_pairs_;
 };
 
 }  // namespace kvfold
