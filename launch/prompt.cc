@@ -1,5 +1,7 @@
 #include "launch/prompt.h"
 
+#include "launch/chat_prompt.h"
+
 #include <cstdio>
 #include <filesystem>
 
@@ -16,11 +18,6 @@ namespace kvfold {
 namespace {
 
 constexpr size_t kMaxTextBytes = size_t{1} << 31;
-
-// Stands for the document while the chat template is rendered: the
-// rendered text is cut there into the document part (prefilled and
-// compressed once) and the question part.
-constexpr char kDocumentMark[] = "\x1Bkvfold-document\x1B";
 
 absl::StatusOr<std::vector<int32_t>> EncodeText(const Tokenizer& t, const std::string& text,
                                                 bool add_special, const std::string& what) {
@@ -151,60 +148,8 @@ absl::StatusOr<Prompt> PromptFromFlags(const std::string& model_dir,
     }
     return p;
   }
-  p.chat_template = true;
   const std::string system = absl::GetFlag(FLAGS_system);
-  std::string document_prefix;
-  std::vector<std::vector<int32_t>> full;  // each rendered prompt, tokenized whole
-  for (size_t i = 0; i < questions.size(); ++i) {
-    std::vector<ChatMessage> messages;
-    if (!system.empty()) messages.push_back({"system", system});
-    messages.push_back({"user", absl::StrCat(kDocumentMark, "\n\n", questions[i])});
-    absl::StatusOr<std::string> rendered =
-        loaded->chat_template.Render(messages, /*add_generation_prompt=*/true,
-                                     loaded->special_tokens);
-    if (!rendered.ok()) {
-      return absl::Status(rendered.status().code(),
-                          absl::StrCat(config, ": chat_template: ", rendered.status().message(),
-                                       " (use --chat=raw to send the text without a template)"));
-    }
-    const size_t mark = rendered->find(kDocumentMark);
-    if (mark == std::string::npos) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          config, ": chat_template does not place the user's message in the prompt "
-                  "(use --chat=raw)"));
-    }
-    const std::string prefix = rendered->substr(0, mark);
-    if (i == 0) {
-      document_prefix = prefix;
-    } else if (prefix != document_prefix) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(config, ": chat_template renders the document differently for "
-                               "different questions; ask one question per run"));
-    }
-    // The template writes the special tokens itself (as transformers'
-    // apply_chat_template, which tokenizes without adding them).
-    std::string whole = prefix + document;
-    whole += absl::string_view(*rendered).substr(mark + sizeof(kDocumentMark) - 1);
-    KVFOLD_ASSIGN_OR_RETURN(std::vector<int32_t> ids,
-                            EncodeText(*tokenizer, whole, false, absl::StrCat("question ", i)));
-    full.push_back(std::move(ids));
-  }
-  // The document's ids are the prefix every prompt shares with the document
-  // part tokenized alone, so that document + question is exactly the
-  // tokenization of the whole prompt (a token may span the boundary).
-  KVFOLD_ASSIGN_OR_RETURN(p.document,
-                          EncodeText(*tokenizer, document_prefix + document, false, what));
-  size_t shared = p.document.size();
-  for (const std::vector<int32_t>& ids : full) {
-    size_t n = 0;
-    while (n < shared && n < ids.size() && ids[n] == p.document[n]) ++n;
-    shared = n;
-  }
-  p.document.resize(shared);
-  for (std::vector<int32_t>& ids : full) {
-    p.questions.emplace_back(ids.begin() + shared, ids.end());
-  }
-  return p;
+  return ChatPrompt(*tokenizer, *loaded, config, document, questions, system);
 }
 
 }  // namespace kvfold

@@ -11,16 +11,11 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "launch/chat_prompt.h"
 #include "models/tokenizer/tokenizer.h"
 
 namespace kvfold {
 
-struct Prompt {
-  std::vector<int32_t> document;
-  std::vector<std::vector<int32_t>> questions;
-  bool from_text = false;
-  bool chat_template = false;  // the questions went through chat_template
-};
 
 // True when any of the text flags is set.
 bool TextFlagsGiven();
