@@ -87,17 +87,14 @@ absl::StatusOr<std::string> ConfigToken(const json& config, const char* key,
 }
 
 absl::StatusOr<json> ParseJson(absl::string_view text, const std::string& name) {
-  json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) {
-    // Re-parse with exceptions for the position of the error.
-    try {
-      json unused = json::parse(text.begin(), text.end());
-      (void)unused;
-    } catch (const json::parse_error& e) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(name, ": not valid JSON (at byte ", e.byte, ")"));
-    }
-    return absl::InvalidArgumentError(absl::StrCat(name, ": not valid JSON"));
+  json j;
+  try {
+    j = json::parse(text.begin(), text.end());
+  } catch (const json::parse_error& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": not valid JSON (at byte ", e.byte, ")"));
+  } catch (const json::exception& e) {  // e.g. a number too large for a double
+    return absl::InvalidArgumentError(absl::StrCat(name, ": not valid JSON (", e.what(), ")"));
   }
   if (!j.is_object()) return absl::InvalidArgumentError(name + ": must be a JSON object");
   return j;
