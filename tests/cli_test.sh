@@ -53,7 +53,7 @@ fi
 expect_error 1 "/nonexistent/config.json" generate --model=/nonexistent --ids=1
 expect_error 1 "outside the vocabulary" generate --model=$MODEL --ids=1,5,300
 expect_error 1 "is not a token id" generate --model=$MODEL --ids=1,x
-expect_error 1 "exactly one of --ids and --ids_file" generate --model=$MODEL
+expect_error 1 "exactly one of --ids, --ids_file, --text and --text_file" generate --model=$MODEL
 expect_error 1 "cannot open" score --model=$MODEL --ids_file=/nonexistent/ids
 expect_error 1 "at least two tokens" score --model=$MODEL --ids=1
 expect_error 1 "top_p" generate --model=$MODEL --ids=1 --top_p=1.5
@@ -122,6 +122,44 @@ expect_error 1 "expected auto, cpu, cuda or cuda:N" generate --model=$MODEL --id
 expect_error 1 "CPU backend holds weights as f32" generate --model=$MODEL --ids=1 --device=cpu --dtype=bf16
 expect_error 1 "expected auto, f32, bf16 or f16" generate --model=$MODEL --ids=1 --dtype=f8
 expect_ok generate --model=$MODEL --ids=1,5,9 --max_new_tokens=2 --device=auto
+
+# Text in, text out: a model directory with the 256-id fixture tokenizer.
+TOK=tests/golden/tokenizers
+mkdir -p "$tmp/textmodel" "$tmp/bigvocab" "$tmp/badtok"
+for d in textmodel bigvocab badtok; do
+  cp $MODEL/config.json $MODEL/model.safetensors "$tmp/$d/"
+done
+cp $TOK/tiny256_sentencepiece/tokenizer.json $TOK/tiny256_sentencepiece/tokenizer_config.json "$tmp/textmodel/"
+cp $TOK/llama3_bytelevel/tokenizer.json "$tmp/bigvocab/"
+echo '{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a b"]}}' >"$tmp/badtok/tokenizer.json"
+expect_ok generate --model="$tmp/textmodel" --text="The licence grants you the right" --max_new_tokens=4
+grep -q '"text":' "$tmp/out" || { echo "FAIL: generate --text printed no text"; failures=$((failures + 1)); }
+expect_ok generate --model="$tmp/textmodel" --text="A short document." --question="What is it?" --max_new_tokens=3 --stream
+[ -s "$tmp/err" ] || { echo "FAIL: --stream wrote nothing to stderr"; failures=$((failures + 1)); }
+printf 'First question?\nSecond question?\n' >"$tmp/questions.txt"
+expect_ok generate --model="$tmp/textmodel" --text="A short document." --questions_file="$tmp/questions.txt" --max_new_tokens=2
+[ "$(grep -c '"question"' "$tmp/out")" -eq 2 ] || { echo "FAIL: two questions, not two answers"; failures=$((failures + 1)); }
+expect_ok score --model="$tmp/textmodel" --text="The licence grants you the right"
+expect_ok tokenize --model="$tmp/textmodel" --text="Hello world"
+expect_ok tokenize --model="$tmp/textmodel" --ids=1,40,50
+expect_ok generate --model="$tmp/badtok" --ids=1,5 --max_new_tokens=2
+printf 'ok \xff\xfe' >"$tmp/badutf8.txt"
+expect_error 1 "badutf8.txt: invalid UTF-8 in input text at byte offset 3" generate --model="$tmp/textmodel" --text_file="$tmp/badutf8.txt"
+expect_error 1 "tokenizer.json: cannot open" generate --model=$MODEL --text="hello"
+expect_error 1 "model.merges\[0\]" generate --model="$tmp/badtok" --text="hello"
+expect_error 1 "outside the model's vocabulary of 256" generate --model="$tmp/bigvocab" --text="hello world"
+expect_error 1 "exactly one of --ids, --ids_file, --text and --text_file" generate --model="$tmp/textmodel" --ids=1 --text=hi
+expect_error 1 "both as ids or both as text" generate --model="$tmp/textmodel" --ids=1 --question=why
+expect_error 1 "--questions takes token ids" generate --model="$tmp/textmodel" --text=hi --questions=1,2
+expect_error 1 "expected auto or raw" generate --model="$tmp/textmodel" --text=hi --question=why --chat=maybe
+expect_error 1 "score takes one sequence" score --model="$tmp/textmodel" --text=hi --question=why
+expect_error 1 "cannot open" generate --model="$tmp/textmodel" --text_file=/nonexistent.txt
+# A chat template kvfold cannot evaluate: a clear error naming --chat=raw,
+# which then works.
+mkdir -p "$tmp/oddchat" && cp "$tmp/textmodel"/* "$tmp/oddchat/"
+python3 -c "import json,sys; c=json.load(open(sys.argv[1])); c['chat_template']=\"{% include 'other.jinja' %}\"; json.dump(c, open(sys.argv[1],'w'))" "$tmp/oddchat/tokenizer_config.json"
+expect_error 1 "use --chat=raw" generate --model="$tmp/oddchat" --text="A document." --question="Why?"
+expect_ok generate --model="$tmp/oddchat" --text="A document." --question="Why?" --chat=raw --max_new_tokens=2
 
 echo "cli_test: $failures failure(s)"
 [ "$failures" -eq 0 ]

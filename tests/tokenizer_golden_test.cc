@@ -81,7 +81,8 @@ TEST_P(TokenizerGoldenTest, MatchesTokenizers) {
 INSTANTIATE_TEST_SUITE_P(Fixtures, TokenizerGoldenTest,
                          ::testing::Values("gpt2_bytelevel", "llama3_bytelevel",
                                            "qwen2_bytelevel", "smollm_bytelevel",
-                                           "llama2_sentencepiece", "mistral_sentencepiece"));
+                                           "llama2_sentencepiece", "mistral_sentencepiece",
+                                           "tiny256_sentencepiece"));
 
 }  // namespace
 }  // namespace kvfold
