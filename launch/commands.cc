@@ -65,7 +65,7 @@ absl::Status CheckIds(const Prompt& prompt, const LlamaModel& model,
   const int64_t vocab = model.config().vocab_size;
   auto check = [&](const std::vector<int32_t>& ids, const std::string& what) {
     for (int32_t id : ids) {
-      if (id >= vocab) {
+      if (id < 0 || id >= vocab) {
         return absl::InvalidArgumentError(absl::StrCat(
             tokenizer->name(), ": ", what, " tokenizes to id ", id,
             ", outside the model's vocabulary of ", vocab, " (config.json vocab_size)"));

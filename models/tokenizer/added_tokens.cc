@@ -1,5 +1,7 @@
 #include "models/tokenizer/added_tokens.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
 #include "models/tokenizer/json_util.h"
@@ -161,7 +163,9 @@ void AddedTokens::Split(absl::string_view text, bool normalized_pass,
       if (!start_ok || !stop_ok) continue;
     }
     if (token.lstrip) {
-      size_t s = start;
+      // The whitespace run before the token, but not text already emitted
+      // (max with start_offset, as in `tokenizers`).
+      size_t s = std::max(start, start_offset);
       while (s > start_offset) {
         const char32_t c = LastChar(text, s);
         if (!unicode::IsWhitespace(c)) break;
@@ -169,7 +173,7 @@ void AddedTokens::Split(absl::string_view text, bool normalized_pass,
         unicode::AppendUtf8(c, &tmp);
         s -= tmp.size();
       }
-      start = s;
+      start = std::max(s, start_offset);
     }
     if (token.rstrip) {
       while (stop < text.size()) {
@@ -177,7 +181,8 @@ void AddedTokens::Split(absl::string_view text, bool normalized_pass,
         if (!unicode::IsWhitespace(c)) break;
         stop += CharLen(static_cast<unsigned char>(text[stop]));
       }
-      pos = stop;
+      // The search resumes at the token's end, not after the stripped
+      // whitespace (as `tokenizers`' matcher does).
     }
     if (start_offset < start) emit(text.substr(start_offset, start - start_offset), -1);
     emit(text.substr(start, stop - start), token.id);

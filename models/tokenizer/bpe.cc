@@ -60,9 +60,16 @@ absl::StatusOr<BpeModel> BpeModel::FromJson(const json& model, absl::string_view
     max_id = std::max(max_id, id);
   }
   if (m.vocab_.empty()) return FieldError(w + ".vocab", "is empty");
+  // Ids are dense in real files; a far-out id would only make the id table
+  // huge.
+  if (int64_t(max_id) > int64_t(m.vocab_.size()) + (int64_t{1} << 20)) {
+    return FieldError(w + ".vocab", absl::StrCat("id ", max_id, " is far beyond the ",
+                                                 m.vocab_.size(), " tokens"));
+  }
   m.id_to_token_.resize(max_id + 1);
   m.has_id_.assign(max_id + 1, false);
   for (const auto& [token, id] : m.vocab_) {
+    if (m.has_id_[id]) m.shared_ids_ = true;
     m.id_to_token_[id] = token;
     m.has_id_[id] = true;
   }
@@ -220,7 +227,7 @@ void BpeModel::EncodeWord(absl::string_view word, bool byte_level, BpeScratch* s
       return;
     }
   }
-  if (!byte_level && word.size() > kMaxCachedWord / 4) {
+  if (!byte_level && !shared_ids_ && word.size() > kMaxCachedWord / 4) {
     // Cut where no merge can cross (see inner_pairs_).
     size_t segment = 0;
     char32_t prev = 0;

@@ -89,6 +89,9 @@ class BpeModel {
   // (this keeps SentencePiece-style text, one long word, linear and cached).
   absl::flat_hash_map<char32_t, int32_t> char_ids_;
   absl::flat_hash_set<uint64_t> inner_pairs_;
+  // Two tokens with one id (allowed by `tokenizers`): merges are by id, so
+  // the cut above would not be safe.
+  bool shared_ids_ = false;
 };
 
 }  // namespace kvfold

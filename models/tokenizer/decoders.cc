@@ -68,6 +68,10 @@ absl::Status Decoder::Add(const json& j, const std::string& where, std::vector<S
   } else if (type == "Metaspace") {
     step.kind = Step::kMetaspace;
     KVFOLD_ASSIGN_OR_RETURN(step.content, tokenizer_json::GetString(j, "replacement", where));
+    std::u32string one;
+    if (!unicode::DecodeUtf8(step.content, &one).ok() || one.size() != 1) {
+      return FieldError(where, "\"replacement\" must be one character");
+    }
     KVFOLD_ASSIGN_OR_RETURN(bool add_prefix,
                             tokenizer_json::GetBool(j, "add_prefix_space", true, where));
     KVFOLD_ASSIGN_OR_RETURN(

@@ -47,6 +47,9 @@ absl::Status ReadPostProcessor(const json& j, const std::string& where,
     return FieldError(where, "missing \"special_tokens\"");
   }
   bool seen_sequence = false;
+  // In a Sequence a later template wraps the earlier result: its prefix
+  // goes first, its suffix last.
+  std::vector<int32_t> local_prefix;
   for (size_t i = 0; i < single->size(); ++i) {
     const json& item = (*single)[i];
     const std::string at = absl::StrCat(where, ".single[", i, "]");
@@ -66,13 +69,14 @@ absl::Status ReadPostProcessor(const json& j, const std::string& where,
                                          "\" is not in special_tokens"));
     }
     for (const json& id : (*entry)["ids"]) {
-      if (!id.is_number_integer() || id.get<int64_t>() < 0) {
+      if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX) {
         return FieldError(at, absl::StrCat("special token \"", name, "\" has a bad id"));
       }
-      (seen_sequence ? suffix : prefix)->push_back(id.get<int32_t>());
+      (seen_sequence ? *suffix : local_prefix).push_back(id.get<int32_t>());
     }
   }
   if (!seen_sequence) return FieldError(where + ".single", "has no $A sequence");
+  prefix->insert(prefix->begin(), local_prefix.begin(), local_prefix.end());
   return absl::OkStatus();
 }
 
@@ -151,7 +155,14 @@ absl::StatusOr<Tokenizer> Tokenizer::FromJsonText(absl::string_view tokenizer_js
   KVFOLD_RETURN_IF_ERROR(ReadPostProcessor(field("post_processor"), name + ": post_processor",
                                            &t.prefix_ids_, &t.suffix_ids_));
   t.id_limit_ = t.model_->IdLimit();
-  for (const AddedToken& a : t.added_.tokens()) t.id_limit_ = std::max(t.id_limit_, a.id + 1);
+  for (const AddedToken& a : t.added_.tokens()) {
+    if (int64_t(a.id) > int64_t(t.id_limit_) + (int64_t{1} << 20)) {
+      return FieldError(name + ": added_tokens",
+                        absl::StrCat("id ", a.id, " (\"", a.content,
+                                     "\") is far beyond the vocabulary"));
+    }
+    t.id_limit_ = std::max(t.id_limit_, a.id + 1);
+  }
 
   if (!config_json.empty()) {
     const std::string config_name =

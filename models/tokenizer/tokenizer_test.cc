@@ -6,6 +6,7 @@
 
 #include "gtest/gtest.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "models/tokenizer/unicode.h"
 
@@ -78,6 +79,12 @@ TEST(TokenizerTest, MalformedFilesNameFileAndField) {
   ExpectError("\"ids\": [6]", "\"ids\": [\"x\"]", {"post_processor", "<s>"});
   ExpectError("\"type\": \"TemplateProcessing\"", "\"type\": \"BertProcessing\"", {"post_processor", "BertProcessing"});
   ExpectError("\"model\": {", "\"modle\": {", {"dir/tokenizer.json", "missing \"model\""});
+  // Ids that would overflow or allocate gigabytes; a hanging decoder.
+  ExpectError("\"abc\": 5", "\"abc\": 2147483647", {"model.vocab", "far beyond"});
+  ExpectError("{\"id\": 6,", "{\"id\": 2147483647,", {"added_tokens", "far beyond"});
+  ExpectError("\"ids\": [6]", "\"ids\": [4294967295]", {"post_processor", "bad id"});
+  ExpectError("{\"type\": \"ByteLevel\"}", "{\"type\": \"Metaspace\", \"replacement\": \"\"}",
+              {"decoder", "one character"});
 }
 
 TEST(TokenizerTest, BadConfigNamesConfigFile) {
@@ -91,6 +98,25 @@ TEST(TokenizerTest, BadConfigNamesConfigFile) {
                       "add_eos_token": true, "eos_token": "c"})");
   ASSERT_TRUE(t.ok()) << t.status();
   EXPECT_EQ(*t->Encode("ab", true), (std::vector<int32_t>{6, 4, 2}));
+}
+
+// Expected strings from tokenizers 0.20.3's decoders.Metaspace on the same
+// tokens (the fixtures' SentencePiece decoders are Replace+ByteFallback+
+// Fuse+Strip, so this one is checked here).
+TEST(TokenizerTest, MetaspaceDecoder) {
+  for (auto [scheme, ids, want] :
+       {std::tuple{"always", std::vector<int32_t>{0, 1, 2, 3}, "Hello world   x"},
+        std::tuple{"never", std::vector<int32_t>{0, 1, 2, 3}, " Hello world   x"},
+        std::tuple{"first", std::vector<int32_t>{4, 1}, "Hello wor"}}) {
+    const std::string json = absl::StrCat(
+        R"({"model": {"type": "BPE", "vocab": {"\u2581Hello": 0, "\u2581wor": 1,
+             "ld\u2581": 2, "\u2581\u2581x": 3, "\u2581\u2581Hello": 4}, "merges": []},
+            "decoder": {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": ")",
+        scheme, R"(", "split": true}})");
+    absl::StatusOr<Tokenizer> t = Load(json);
+    ASSERT_TRUE(t.ok()) << t.status();
+    EXPECT_EQ(t->Decode(ids, false), want) << scheme;
+  }
 }
 
 TEST(TokenizerTest, MissingFilesAndInvalidText) {
