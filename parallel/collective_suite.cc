@@ -1,0 +1,116 @@
+#include "parallel/collective_suite.h"
+
+#include <cmath>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+
+namespace kvfold {
+namespace {
+
+TensorView View(std::vector<float>& v) {
+  return {v.data(), DType::kF32, Device::Cpu(), {static_cast<int64_t>(v.size())}};
+}
+TensorView View(std::vector<int32_t>& v) {
+  return {v.data(), DType::kI32, Device::Cpu(), {static_cast<int64_t>(v.size())}};
+}
+
+}  // namespace
+
+std::vector<std::string> RunCollectiveSuite(Communicator& comm) {
+  std::vector<std::string> failures;
+  const int r = comm.rank(), n = comm.size();
+  auto fail = [&](const std::string& what) {
+    failures.push_back(absl::StrCat(comm.kind(), " rank ", r, "/", n, ": ", what));
+  };
+  auto ok = [&](const absl::Status& s, const char* op) {
+    if (!s.ok()) fail(absl::StrCat(op, " failed: ", s.message()));
+    return s.ok();
+  };
+  // Sizes that are not multiples of anything, and an empty one.
+  for (int64_t len : {int64_t{1}, int64_t{7}, int64_t{1000}, int64_t{0}}) {
+    std::vector<float> x(len);
+    for (int64_t i = 0; i < len; ++i) x[i] = float(r * 1000 + i) * 0.5f;
+    if (ok(comm.AllReduce(View(x), ReduceOp::kSum), "AllReduce sum")) {
+      for (int64_t i = 0; i < len; ++i) {
+        const float want = 0.5f * float(1000 * n * (n - 1) / 2 + n * i);
+        if (x[i] != want) {
+          fail(absl::StrCat("AllReduce sum len ", len, " [", i, "] = ", x[i], ", want ", want));
+          break;
+        }
+      }
+    }
+    std::vector<int32_t> m(len);
+    for (int64_t i = 0; i < len; ++i) m[i] = int32_t((r * 7 + i) % n);
+    if (ok(comm.AllReduce(View(m), ReduceOp::kMax), "AllReduce max")) {
+      for (int64_t i = 0; i < len; ++i) {
+        int32_t want = 0;
+        for (int q = 0; q < n; ++q) want = std::max<int32_t>(want, int32_t((q * 7 + i) % n));
+        if (m[i] != want) {
+          fail(absl::StrCat("AllReduce max [", i, "] = ", m[i], ", want ", want));
+          break;
+        }
+      }
+    }
+    std::vector<float> all(len * n);
+    std::vector<float> mine(len);
+    for (int64_t i = 0; i < len; ++i) mine[i] = float(r) + float(i) / 1024.0f;
+    if (ok(comm.AllGather(View(mine), View(all)), "AllGather")) {
+      for (int q = 0; q < n; ++q) {
+        for (int64_t i = 0; i < len; ++i) {
+          if (all[q * len + i] != float(q) + float(i) / 1024.0f) {
+            fail(absl::StrCat("AllGather block ", q, " [", i, "]"));
+            q = n;
+            break;
+          }
+        }
+      }
+    }
+    std::vector<float> blocks(len * n), out(len);
+    for (int64_t j = 0; j < len * n; ++j) blocks[j] = float(r + 1) * float(j);
+    if (ok(comm.ReduceScatter(View(blocks), View(out), ReduceOp::kSum), "ReduceScatter")) {
+      for (int64_t i = 0; i < len; ++i) {
+        const float want = float(n * (n + 1) / 2) * float(r * len + i);
+        if (out[i] != want) {
+          fail(absl::StrCat("ReduceScatter [", i, "] = ", out[i], ", want ", want));
+          break;
+        }
+      }
+    }
+    for (int root = 0; root < n; root += std::max(1, n - 1)) {
+      std::vector<int32_t> b(len, r == root ? 42 + root : -1);
+      if (ok(comm.Broadcast(View(b), root), "Broadcast")) {
+        for (int64_t i = 0; i < len; ++i) {
+          if (b[i] != 42 + root) {
+            fail(absl::StrCat("Broadcast from ", root, " [", i, "] = ", b[i]));
+            break;
+          }
+        }
+      }
+    }
+  }
+  // A ring of sends: each rank sends to the next and receives from the
+  // previous, with two tags in the opposite order.
+  if (n > 1) {
+    std::vector<float> a(5, float(r)), b(3, float(-r));
+    const int next = (r + 1) % n, prev = (r + n - 1) % n;
+    ok(comm.Send(View(a), next, 1), "Send tag 1");
+    ok(comm.Send(View(b), next, 2), "Send tag 2");
+    std::vector<float> ra(5), rb(3);
+    if (ok(comm.Recv(View(rb), prev, 2), "Recv tag 2") && rb[0] != float(-prev)) {
+      fail("Recv tag 2 got the wrong message");
+    }
+    if (ok(comm.Recv(View(ra), prev, 1), "Recv tag 1") && ra[4] != float(prev)) {
+      fail("Recv tag 1 got the wrong message");
+    }
+  }
+  ok(comm.Barrier(), "Barrier");
+  // Bad arguments fail on every rank without a collective starting.
+  std::vector<float> x(3), y(4);
+  if (comm.AllGather(View(x), View(y)).ok()) fail("AllGather with a wrong size succeeded");
+  if (comm.Broadcast(View(x), n).ok()) fail("Broadcast from a missing root succeeded");
+  ok(comm.Barrier(), "Barrier after bad calls");
+  return failures;
+}
+
+}  // namespace kvfold
