@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The collective suite over MPI with 2 and 4 ranks (oversubscribed), and a
+# rank that dies: the job ends non-zero within the timeout, no hang.
+set -u
+SUITE="$1"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export TMPDIR="${TEST_TMPDIR:-$(mktemp -d)}"
+mpi() {
+  local n="$1"
+  shift
+  timeout -k 5 120 mpirun -np "$n" --oversubscribe --bind-to none \
+    --mca btl self,vader --mca btl_vader_backing_directory "$TMPDIR" \
+    --mca pml ob1 --mca oob_tcp_if_include lo "$@"
+}
+failures=0
+for n in 2 4; do
+  if mpi "$n" "$SUITE" >"$TMPDIR/out" 2>"$TMPDIR/err"; then
+    echo "ok: $n ranks: $(grep -c 'failure(s)' "$TMPDIR/out") ranks reported"
+  else
+    echo "FAIL: $n ranks"; cat "$TMPDIR/out" "$TMPDIR/err"; failures=$((failures + 1))
+  fi
+done
+start=$(date +%s)
+mpi 3 "$SUITE" --die_rank=1 --timeout_ms=3000 >"$TMPDIR/out" 2>"$TMPDIR/err"
+rc=$?
+elapsed=$(( $(date +%s) - start ))
+if [ "$rc" -eq 0 ] || [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ] || ! grep -q "rank 1" "$TMPDIR/err"; then
+  echo "FAIL: a dying rank: rc=$rc after ${elapsed}s"; cat "$TMPDIR/err"; failures=$((failures + 1))
+else
+  echo "ok: a dying rank ends the job with rc=$rc after ${elapsed}s: $(grep -m1 'rank' "$TMPDIR/err")"
+fi
+echo "mpi_communicator_test: $failures failure(s)"
+[ "$failures" -eq 0 ]
