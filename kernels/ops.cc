@@ -137,26 +137,20 @@ absl::Status Attention(const Stream& s, const AttentionArgs& a) {
 
 // Copies: memcpy on the CPU, cudaMemcpy on CUDA.
 #ifdef KVFOLD_WITH_CUDA
-#define KVFOLD_COPY(copy_kind)                                       \
-  switch (s.device.kind) {                                           \
-    case Device::Kind::kCpu:                                         \
-      std::memcpy(dst, src, bytes);                                  \
-      return absl::OkStatus();                                       \
-    case Device::Kind::kCuda:                                        \
-      return cuda::Memcpy(dst, src, bytes, cuda::CopyKind::copy_kind);    \
-  }                                                                  \
-  return absl::InternalError("bad device")
+#define KVFOLD_CUDA_COPY(copy_kind) \
+  cuda::Memcpy(dst, src, bytes, cuda::CopyKind::copy_kind)
 #else
-#define KVFOLD_COPY(copy_kind)                                       \
-  switch (s.device.kind) {                                           \
-    case Device::Kind::kCpu:                                         \
-      std::memcpy(dst, src, bytes);                                  \
-      return absl::OkStatus();                                       \
-    case Device::Kind::kCuda:                                        \
-      return NoCuda("copy");                                         \
-  }                                                                  \
-  return absl::InternalError("bad device")
+#define KVFOLD_CUDA_COPY(copy_kind) NoCuda("copy")
 #endif
+#define KVFOLD_COPY(copy_kind)               \
+  switch (s.device.kind) {                   \
+    case Device::Kind::kCpu:                 \
+      std::memcpy(dst, src, bytes);          \
+      return absl::OkStatus();               \
+    case Device::Kind::kCuda:                \
+      return KVFOLD_CUDA_COPY(copy_kind);    \
+  }                                          \
+  return absl::InternalError("bad device")
 
 absl::Status CopyToDevice(const Stream& s, void* dst, const void* src,
                           size_t bytes) {
@@ -174,6 +168,7 @@ absl::Status CopyOnDevice(const Stream& s, void* dst, const void* src,
 }
 
 #undef KVFOLD_COPY
+#undef KVFOLD_CUDA_COPY
 
 absl::Status CopyRowsOnDevice(const Stream& s, void* dst, size_t dst_pitch,
                               const void* src, size_t src_pitch, size_t width,

@@ -7,27 +7,10 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/test_util.h"
 
 namespace kvfold {
 namespace {
-
-std::vector<float> Random(size_t n, uint64_t seed, float scale = 1.0f) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> dist(0.0f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
-
-// Max |a - b| normalised by max |b|.
-double RelErr(const std::vector<float>& a, const std::vector<double>& b) {
-  double err = 0, mx = 1e-30;
-  for (size_t i = 0; i < b.size(); ++i) {
-    err = std::max(err, std::abs(a[i] - b[i]));
-    mx = std::max(mx, std::abs(b[i]));
-  }
-  return err / mx;
-}
 
 class OpsTest : public ::testing::TestWithParam<int> {
  protected:

@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
 #include "launch/commands.h"
+#include "launch/report.h"
 #include "launch/flags.h"
 #include "kernels/sampling.h"
 #include "models/llama.h"
@@ -24,17 +25,6 @@
 
 namespace kvfold {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double Since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 // Read bandwidth: each thread streams its part of a buffer much larger than
 // the caches through OpenBLAS's (vectorised) sdot, as decode streams weights.

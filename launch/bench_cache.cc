@@ -25,6 +25,7 @@
 #include "kernels/sampling.h"
 #include "kernels/status_macros.h"
 #include "launch/commands.h"
+#include "launch/report.h"
 #include "launch/flags.h"
 #include "models/llama.h"
 #include "runtime/engine.h"
@@ -39,12 +40,6 @@ ABSL_FLAG(std::string, bench_model, "tiny-256",
 
 namespace kvfold {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double Since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
 
 // A "VmRSS:" style field of /proc/self/status, in bytes (-1 if absent).
 int64_t ProcStatusBytes(const std::string& field) {
@@ -209,7 +204,7 @@ absl::Status RunBenchCache() {
       KVFOLD_ASSIGN_OR_RETURN(
           nlohmann::json row,
           RunForked(*model, is_full ? full : options, length, decode));
-      std::printf("%s\n", row.dump().c_str());
+      PrintJson(row);
       std::fflush(stdout);
       (is_full ? full_rows : policy_rows).push_back(std::move(row));
     }
@@ -237,7 +232,7 @@ absl::Status RunBenchCache() {
     summary["full_doc_tokens"] = {full_rows.front()["doc_tokens"],
                                   full_rows.back()["doc_tokens"]};
   }
-  std::printf("%s\n", summary.dump().c_str());
+  PrintJson(summary);
   return absl::OkStatus();
 }
 

@@ -19,6 +19,7 @@
 #include "kernels/device_stream.h"
 #include "kernels/status_macros.h"
 #include "launch/commands.h"
+#include "launch/report.h"
 #include "launch/flags.h"
 #include "runtime/engine.h"
 
@@ -42,18 +43,6 @@ ABSL_FLAG(double, gpu_datasheet_tbps, 4.8,
 namespace kvfold {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-double Since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v.empty() ? 0 : v[v.size() / 2];
-}
-void Print(const nlohmann::json& j) {
-  std::printf("%s\n", j.dump().c_str());
-  std::fflush(stdout);
-}
 
 #ifdef KVFOLD_WITH_CUDA
 // Device-to-device copy bandwidth, counting bytes read and written.
@@ -181,7 +170,7 @@ absl::Status BenchShapeOnGpu(const std::string& name, const Stream& probe,
     const double bound_datasheet = (weight_read + cs.bytes) / datasheet;
     const double bound_measured = (weight_read + cs.bytes) / copy_bw;
     const double linear_tflops = 2.0 * LinearParams(c) * length / prefill_s / 1e12;
-    Print({{"shape", name},
+    PrintJson({{"shape", name},
            {"parameters", st.parameters},
            {"weights", "bf16"},
            {"load_seconds", init},
@@ -221,7 +210,7 @@ absl::Status RunBenchGpu() {
   const Stream& s = ds->stream();
   KVFOLD_ASSIGN_OR_RETURN(double copy_bw, CopyBandwidth(s));
   KVFOLD_ASSIGN_OR_RETURN(double peak, GemmPeak(s));
-  Print({{"device", DescribeDevice(device)},
+  PrintJson({{"device", DescribeDevice(device)},
          {"copy_bandwidth_tb_per_s", copy_bw / 1e12},
          {"bf16_gemm_peak_tflops", peak / 1e12}});
   for (absl::string_view name :

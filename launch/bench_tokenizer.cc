@@ -15,6 +15,7 @@
 #include "kernels/status_macros.h"
 #include "launch/commands.h"
 #include "launch/flags.h"
+#include "launch/report.h"
 #include "models/files.h"
 #include "models/tokenizer/tokenizer.h"
 
@@ -38,15 +39,13 @@ absl::Status RunBenchTokenizer() {
   std::vector<double> seconds;
   std::vector<int32_t> ids;
   for (int r = 0; r < repeats; ++r) {
-    const auto start = std::chrono::steady_clock::now();
+    const Clock::time_point start = Clock::now();
     absl::StatusOr<std::vector<int32_t>> out = tokenizer.Encode(text, true);
-    seconds.push_back(
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    seconds.push_back(Since(start));
     if (!out.ok()) return absl::Status(out.status().code(), file + ": " + std::string(out.status().message()));
     ids = std::move(*out);
   }
-  std::sort(seconds.begin(), seconds.end());
-  const double median = seconds[seconds.size() / 2];
+  const double median = Median(seconds);
   const std::string ids_out = absl::GetFlag(FLAGS_ids_out);
   if (!ids_out.empty()) {
     std::ofstream out(ids_out);
@@ -58,9 +57,9 @@ absl::Status RunBenchTokenizer() {
                             {"tokens", ids.size()},
                             {"repeats", repeats},
                             {"seconds_median", median},
-                            {"seconds_min", seconds.front()},
+                            {"seconds_min", *std::min_element(seconds.begin(), seconds.end())},
                             {"mb_per_s", text.size() / 1e6 / median}};
-  std::printf("%s\n", j.dump().c_str());
+  PrintJson(j);
   return absl::OkStatus();
 }
 

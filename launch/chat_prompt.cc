@@ -11,16 +11,17 @@ namespace {
 // compressed once) and the question part.
 constexpr char kDocumentMark[] = "\x1Bkvfold-document\x1B";
 
-absl::StatusOr<std::vector<int32_t>> Encode(const Tokenizer& t, const std::string& text,
-                                            const std::string& what) {
-  absl::StatusOr<std::vector<int32_t>> ids = t.Encode(text, /*add_special_tokens=*/false);
+}  // namespace
+
+absl::StatusOr<std::vector<int32_t>> EncodeText(const Tokenizer& tokenizer,
+                                                const std::string& text, bool add_special,
+                                                const std::string& what) {
+  absl::StatusOr<std::vector<int32_t>> ids = tokenizer.Encode(text, add_special);
   if (!ids.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(what, ": ", ids.status().message()));
   }
   return ids;
 }
-
-}  // namespace
 
 absl::StatusOr<Prompt> ChatPrompt(const Tokenizer& tokenizer,
                                   const LoadedChatTemplate& loaded,
@@ -79,14 +80,14 @@ absl::StatusOr<Prompt> ChatPrompt(const Tokenizer& tokenizer,
     document_part = part;
     // The template writes the special tokens itself, so none are added.
     KVFOLD_ASSIGN_OR_RETURN(std::vector<int32_t> ids,
-                            Encode(tokenizer, whole, absl::StrCat("question ", i)));
+                            EncodeText(tokenizer, whole, false, absl::StrCat("question ", i)));
     full.push_back(std::move(ids));
   }
   // The document's ids are the prefix every prompt shares with the document
   // part tokenized alone, so that document + question is exactly the
   // tokenization of the whole prompt (a token may span the boundary).
   KVFOLD_ASSIGN_OR_RETURN(p.document,
-                          Encode(tokenizer, document_part, what));
+                          EncodeText(tokenizer, document_part, false, what));
   size_t shared = p.document.size();
   for (const std::vector<int32_t>& ids : full) {
     size_t n = 0;

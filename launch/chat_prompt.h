@@ -13,6 +13,11 @@
 
 namespace kvfold {
 
+// tokenizer.Encode with errors prefixed by `what` (where the text came from).
+absl::StatusOr<std::vector<int32_t>> EncodeText(const Tokenizer& tokenizer,
+                                                const std::string& text, bool add_special,
+                                                const std::string& what);
+
 struct Prompt {
   std::vector<int32_t> document;
   std::vector<std::vector<int32_t>> questions;

@@ -12,6 +12,7 @@
 #include "kernels/status_macros.h"
 #include "launch/flags.h"
 #include "launch/prompt.h"
+#include "launch/report.h"
 #include "models/tokenizer/tokenizer.h"
 #include "cache/policies.h"
 #include "models/config.h"
@@ -80,10 +81,6 @@ absl::Status CheckIds(const Prompt& prompt, const LlamaModel& model,
   return absl::OkStatus();
 }
 
-void PrintJson(const nlohmann::json& j) {
-  std::printf("%s\n", j.dump().c_str());
-  std::fflush(stdout);
-}
 
 }  // namespace
 

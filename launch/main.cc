@@ -1,5 +1,6 @@
 // kvfold: long-context LLM inference with a fixed-size KV cache.
 #include <cstdio>
+#include <map>
 #include <new>
 #include <string>
 #include <vector>
@@ -110,27 +111,24 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string command = args[1];
+  static const std::map<std::string, absl::Status (*)()> kCommands = {
+      {"generate", kvfold::RunGenerate},
+      {"score", kvfold::RunScore},
+      {"tokenize", kvfold::RunTokenize},
+      {"bench", kvfold::RunBench},
+      {"bench_cache", kvfold::RunBenchCache},
+      {"bench_gpu", kvfold::RunBenchGpu},
+      {"bench_tokenizer", kvfold::RunBenchTokenizer},
+  };
+  auto run = kCommands.find(command);
+  if (run == kCommands.end()) {
+    std::fprintf(stderr, "kvfold: error: unknown command \"%s\"\n\n%s\n", command.c_str(),
+                 kUsage);
+    return 2;
+  }
   absl::Status status;
   try {
-    if (command == "generate") {
-      status = kvfold::RunGenerate();
-    } else if (command == "score") {
-      status = kvfold::RunScore();
-    } else if (command == "bench") {
-      status = kvfold::RunBench();
-    } else if (command == "bench_cache") {
-      status = kvfold::RunBenchCache();
-    } else if (command == "bench_gpu") {
-      status = kvfold::RunBenchGpu();
-    } else if (command == "bench_tokenizer") {
-      status = kvfold::RunBenchTokenizer();
-    } else if (command == "tokenize") {
-      status = kvfold::RunTokenize();
-    } else {
-      std::fprintf(stderr, "kvfold: error: unknown command \"%s\"\n\n%s\n",
-                   command.c_str(), kUsage);
-      return 2;
-    }
+    status = run->second();
   } catch (const std::bad_alloc&) {
     // Allocation is not checked at every Tensor; say what happened, not abort.
     std::fprintf(stderr, "kvfold: error: out of memory (%s)\n", command.c_str());

@@ -19,15 +19,6 @@ namespace {
 
 constexpr size_t kMaxTextBytes = size_t{1} << 31;
 
-absl::StatusOr<std::vector<int32_t>> EncodeText(const Tokenizer& t, const std::string& text,
-                                                bool add_special, const std::string& what) {
-  absl::StatusOr<std::vector<int32_t>> ids = t.Encode(text, add_special);
-  if (!ids.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": ", ids.status().message()));
-  }
-  return ids;
-}
-
 absl::StatusOr<std::vector<std::string>> TextQuestions() {
   std::vector<std::string> questions;
   const std::string one = absl::GetFlag(FLAGS_question);

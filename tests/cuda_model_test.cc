@@ -30,11 +30,6 @@ namespace {
 
 constexpr double kBf16Tolerance = 5e-2;
 
-struct Fixture {
-  const char* name;
-  double native_tolerance;  // vs transformers in the storage dtype; 0 = none
-};
-
 class CudaModelTest : public ::testing::TestWithParam<Fixture> {
  protected:
   void SetUp() override {
@@ -177,10 +172,7 @@ TEST_P(CudaModelTest, CachePoliciesMatchCpu) {
 
 INSTANTIATE_TEST_SUITE_P(
     Checkpoints, CudaModelTest,
-    ::testing::Values(Fixture{"llama3_f32", 0}, Fixture{"mistral_gqa_f32", 0},
-                      Fixture{"qwen2_bias_tied_bf16", 0.05},
-                      Fixture{"llama_f16", 0.03},
-                      Fixture{"llama_attn_bias_f32", 0}),
+    ::testing::ValuesIn(kGoldenCheckpoints),
     [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace

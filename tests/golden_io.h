@@ -15,6 +15,18 @@
 
 namespace kvfold {
 
+// A checked-in checkpoint of tests/golden/ and its tolerance against the
+// storage-dtype run of transformers (bf16/f16 round every op, kvfold computes
+// in f32 from the same weights); 0 = no such run.
+struct Fixture {
+  const char* name;
+  double native_tolerance;
+};
+
+inline const Fixture kGoldenCheckpoints[] = {
+    {"llama3_f32", 0},        {"mistral_gqa_f32", 0}, {"qwen2_bias_tied_bf16", 0.05},
+    {"llama_f16", 0.03},      {"llama_attn_bias_f32", 0}};
+
 struct Sequence {
   std::vector<int32_t> ids;
   std::vector<std::vector<float>> logits;         // f32 reference

@@ -17,13 +17,6 @@
 namespace kvfold {
 namespace {
 
-struct Fixture {
-  const char* name;
-  // Tolerance against the storage-dtype run of transformers (bf16/f16 round
-  // every op, kvfold computes in f32 from the same weights); 0 = none.
-  double native_tolerance;
-};
-
 class GoldenModelTest : public ::testing::TestWithParam<Fixture> {};
 
 TEST_P(GoldenModelTest, LogitsMatchTransformersForEveryChunking) {
@@ -110,10 +103,7 @@ TEST_P(GoldenModelTest, ScoreMatchesTransformersLogSoftmax) {
 
 INSTANTIATE_TEST_SUITE_P(
     Checkpoints, GoldenModelTest,
-    ::testing::Values(Fixture{"llama3_f32", 0}, Fixture{"mistral_gqa_f32", 0},
-                      Fixture{"qwen2_bias_tied_bf16", 0.05},
-                      Fixture{"llama_f16", 0.03},
-                      Fixture{"llama_attn_bias_f32", 0}),
+    ::testing::ValuesIn(kGoldenCheckpoints),
     [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace

@@ -12,29 +12,12 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/test_util.h"
 #include "kernels/ops.h"
 #include "kernels/tensor.h"
 
 namespace kvfold {
 namespace {
-
-std::vector<float> Random(size_t n, uint64_t seed, float scale = 1.0f) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> dist(0.0f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
-
-double RelErr(const std::vector<float>& got, const std::vector<float>& want) {
-  double err = 0, mx = 1e-30;
-  for (size_t i = 0; i < want.size(); ++i) {
-    if (std::isnan(got[i])) return INFINITY;
-    err = std::max(err, double(std::abs(got[i] - want[i])));
-    mx = std::max(mx, double(std::abs(want[i])));
-  }
-  return err / mx;
-}
 
 class CudaOpsTest : public ::testing::Test {
  protected:

@@ -13,27 +13,6 @@ namespace {
 using tokenizer_json::FieldError;
 using tokenizer_json::json;
 
-// The code point that ends at `end` (text[..end]) or starts at `begin`.
-char32_t LastChar(absl::string_view text, size_t end) {
-  size_t b = end;
-  while (b > 0 && (static_cast<unsigned char>(text[b - 1]) & 0xC0) == 0x80) --b;
-  if (b > 0) --b;
-  std::u32string cps;
-  if (!unicode::DecodeUtf8(text.substr(b, end - b), &cps).ok() || cps.empty()) return 0;
-  return cps.back();
-}
-
-char32_t FirstChar(absl::string_view text, size_t begin) {
-  size_t n = 1;
-  const unsigned char lead = static_cast<unsigned char>(text[begin]);
-  if (lead >= 0xF0) n = 4;
-  else if (lead >= 0xE0) n = 3;
-  else if (lead >= 0xC0) n = 2;
-  std::u32string cps;
-  if (!unicode::DecodeUtf8(text.substr(begin, n), &cps).ok() || cps.empty()) return 0;
-  return cps[0];
-}
-
 // Rust regex's \w (what `tokenizers` checks single_word with): Alphabetic,
 // marks, decimal digits, connector punctuation and the joiners; Oniguruma's
 // \w minus other numbers (No).
@@ -42,13 +21,10 @@ bool IsWordChar(char32_t c) {
   return unicode::IsWordChar(c) && unicode::Category(c) != unicode::kNo;
 }
 
-size_t CharLen(unsigned char lead) {
-  return lead < 0x80 ? 1 : lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
-}
-
 }  // namespace
 
 void AddedTokens::Trie::Insert(absl::string_view key, int32_t v) {
+  starts[static_cast<unsigned char>(key[0])] = true;
   int32_t node = 0;
   for (unsigned char c : key) {
     auto it = next[node].find(c);
@@ -68,6 +44,7 @@ void AddedTokens::Trie::Insert(absl::string_view key, int32_t v) {
 std::pair<size_t, int32_t> AddedTokens::Trie::Longest(absl::string_view text,
                                                       size_t pos) const {
   std::pair<size_t, int32_t> best{0, -1};
+  if (!starts[static_cast<unsigned char>(text[pos])]) return best;
   int32_t node = 0;
   for (size_t i = pos; i < text.size(); ++i) {
     auto it = next[node].find(static_cast<unsigned char>(text[i]));
@@ -147,10 +124,11 @@ void AddedTokens::Split(absl::string_view text, bool normalized_pass,
   }
   size_t start_offset = 0;  // end of the last emitted piece
   size_t pos = 0;           // where the search resumes
+  size_t n = 0;  // byte length of the character CharAt/CharBefore read
   while (pos < text.size()) {
     const auto [length, index] = trie.Longest(text, pos);
     if (index < 0) {
-      pos += CharLen(static_cast<unsigned char>(text[pos]));
+      ++pos;  // keys are valid UTF-8, so none starts inside a character
       continue;
     }
     const AddedToken& token = tokens_[index];
@@ -158,28 +136,22 @@ void AddedTokens::Split(absl::string_view text, bool normalized_pass,
     size_t stop = pos + length;
     pos = stop;
     if (token.single_word) {
-      const bool start_ok = start == 0 || !IsWordChar(LastChar(text, start));
-      const bool stop_ok = stop == text.size() || !IsWordChar(FirstChar(text, stop));
+      const bool start_ok = start == 0 || !IsWordChar(unicode::CharBefore(text, start, &n));
+      const bool stop_ok = stop == text.size() || !IsWordChar(unicode::CharAt(text, stop, &n));
       if (!start_ok || !stop_ok) continue;
     }
     if (token.lstrip) {
       // The whitespace run before the token, but not text already emitted
-      // (max with start_offset, as in `tokenizers`).
-      size_t s = std::max(start, start_offset);
-      while (s > start_offset) {
-        const char32_t c = LastChar(text, s);
-        if (!unicode::IsWhitespace(c)) break;
-        std::string tmp;
-        unicode::AppendUtf8(c, &tmp);
-        s -= tmp.size();
+      // (as `tokenizers` takes the max with the last piece's end).
+      start = std::max(start, start_offset);
+      while (start > start_offset &&
+             unicode::IsWhitespace(unicode::CharBefore(text, start, &n))) {
+        start -= n;
       }
-      start = std::max(s, start_offset);
     }
     if (token.rstrip) {
-      while (stop < text.size()) {
-        const char32_t c = FirstChar(text, stop);
-        if (!unicode::IsWhitespace(c)) break;
-        stop += CharLen(static_cast<unsigned char>(text[stop]));
+      while (stop < text.size() && unicode::IsWhitespace(unicode::CharAt(text, stop, &n))) {
+        stop += n;
       }
       // The search resumes at the token's end, not after the stripped
       // whitespace (as `tokenizers`' matcher does).

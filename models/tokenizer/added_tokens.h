@@ -5,6 +5,7 @@
 #ifndef KVFOLD_MODELS_TOKENIZER_ADDED_TOKENS_H_
 #define KVFOLD_MODELS_TOKENIZER_ADDED_TOKENS_H_
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -56,6 +57,7 @@ class AddedTokens {
   struct Trie {
     std::vector<absl::flat_hash_map<unsigned char, int32_t>> next{{}};
     std::vector<int32_t> value{-1};
+    std::array<bool, 256> starts{};  // first bytes of the keys
     bool empty() const { return next.size() == 1; }
     void Insert(absl::string_view key, int32_t v);
     // The longest key that starts at text[pos], as (length, value); value -1

@@ -25,13 +25,6 @@ uint64_t PairKey(int32_t a, int32_t b) {
   return (uint64_t(uint32_t(a)) << 32) | uint32_t(b);
 }
 
-size_t Utf8Length(unsigned char lead) {
-  if (lead < 0x80) return 1;
-  if ((lead >> 5) == 0x6) return 2;
-  if ((lead >> 4) == 0xE) return 3;
-  return 4;
-}
-
 // Min-heap order: lower rank first, then the leftmost position.
 bool HeapAfter(const BpeScratch::Candidate& a, const BpeScratch::Candidate& b) {
   return a.rank != b.rank ? a.rank > b.rank : a.pos > b.pos;
@@ -232,16 +225,10 @@ void BpeModel::EncodeWord(absl::string_view word, bool byte_level, BpeScratch* s
     size_t segment = 0;
     char32_t prev = 0;
     bool prev_known = false;
-    std::u32string one;
-    for (size_t i = 0; i < word.size();) {
-      const size_t n = std::min(Utf8Length(word[i]), word.size() - i);
-      one.clear();
-      char32_t c = 0;
-      bool known = false;
-      if (unicode::DecodeUtf8(word.substr(i, n), &one).ok() && one.size() == 1) {
-        c = one[0];
-        known = char_ids_.contains(c);
-      }
+    size_t n = 0;
+    for (size_t i = 0; i < word.size(); i += n) {
+      const char32_t c = unicode::CharAt(word, i, &n);
+      const bool known = char_ids_.contains(c);
       if (i > segment && prev_known && known &&
           !inner_pairs_.contains(PairKey(int32_t(prev), int32_t(c)))) {
         EncodeSegment(word.substr(segment, i - segment), false, scratch, out);
@@ -249,7 +236,6 @@ void BpeModel::EncodeWord(absl::string_view word, bool byte_level, BpeScratch* s
       }
       prev = c;
       prev_known = known;
-      i += n;
     }
     EncodeSegment(word.substr(segment), false, scratch, out);
     return;
@@ -273,13 +259,11 @@ void BpeModel::EncodeSegment(absl::string_view word, bool byte_level, BpeScratch
       AddChar(byte_char_[b], byte_char_id_[b], scratch, &pending_unk);
     }
   } else {
-    size_t i = 0;
-    while (i < word.size()) {
-      const size_t n = std::min(Utf8Length(word[i]), word.size() - i);
-      const absl::string_view ch = word.substr(i, n);
-      auto it = vocab_.find(ch);
-      AddChar(ch, it == vocab_.end() ? -1 : it->second, scratch, &pending_unk);
-      i += n;
+    size_t n = 0;
+    for (size_t i = 0; i < word.size(); i += n) {
+      auto it = char_ids_.find(unicode::CharAt(word, i, &n));
+      AddChar(word.substr(i, n), it == char_ids_.end() ? -1 : it->second, scratch,
+              &pending_unk);
     }
   }
   if (pending_unk >= 0) {

@@ -22,24 +22,20 @@ int HexDigit(char c) {
   return -1;
 }
 
-// "<0xNN>" -> NN, else -1.
-int ByteToken(const std::string& t) {
-  if (t.size() != 6 || t.compare(0, 3, "<0x") != 0 || t[5] != '>') return -1;
+}  // namespace
+
+int ByteFallbackValue(absl::string_view t) {
+  if (t.size() != 6 || t.substr(0, 3) != "<0x" || t[5] != '>') return -1;
   const int hi = HexDigit(t[3]), lo = HexDigit(t[4]);
   return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
 }
 
-}  // namespace
-
 absl::Status Decoder::Add(const json& j, const std::string& where, std::vector<Step>* steps) {
   KVFOLD_ASSIGN_OR_RETURN(std::string type, tokenizer_json::GetType(j, where));
   if (type == "Sequence") {
-    auto it = j.find("decoders");
-    if (it == j.end() || !it->is_array()) return FieldError(where, "missing \"decoders\"");
-    for (size_t i = 0; i < it->size(); ++i) {
-      KVFOLD_RETURN_IF_ERROR(Add((*it)[i], absl::StrCat(where, ".decoders[", i, "]"), steps));
-    }
-    return absl::OkStatus();
+    return tokenizer_json::ForEachInSequence(
+        j, "decoders", where,
+        [&](const json& item, const std::string& at) { return Add(item, at, steps); });
   }
   Step step;
   if (type == "ByteLevel") {
@@ -50,11 +46,10 @@ absl::Status Decoder::Add(const json& j, const std::string& where, std::vector<S
     step.kind = Step::kFuse;
   } else if (type == "Strip") {
     step.kind = Step::kStrip;
-    KVFOLD_ASSIGN_OR_RETURN(step.content, tokenizer_json::GetString(j, "content", where));
-    std::u32string one;
-    if (!unicode::DecodeUtf8(step.content, &one).ok() || one.size() != 1) {
-      return FieldError(where, "\"content\" must be one character");
-    }
+    KVFOLD_ASSIGN_OR_RETURN(const std::string content,
+                            tokenizer_json::GetChar(j, "content", where));
+    size_t length;
+    step.strip_char = unicode::CharAt(content, 0, &length);
     KVFOLD_ASSIGN_OR_RETURN(int64_t start, tokenizer_json::GetInt(j, "start", 0, where));
     KVFOLD_ASSIGN_OR_RETURN(int64_t stop, tokenizer_json::GetInt(j, "stop", 0, where));
     step.start = static_cast<size_t>(start);
@@ -62,22 +57,12 @@ absl::Status Decoder::Add(const json& j, const std::string& where, std::vector<S
   } else if (type == "Replace") {
     step.kind = Step::kReplace;
     KVFOLD_ASSIGN_OR_RETURN(step.content, tokenizer_json::GetString(j, "content", where));
-    auto it = j.find("pattern");
-    if (it == j.end()) return FieldError(where, "missing \"pattern\"");
-    KVFOLD_ASSIGN_OR_RETURN(step.pattern, TextPattern::FromJson(*it, where + ".pattern"));
+    KVFOLD_ASSIGN_OR_RETURN(step.pattern, TextPattern::FromField(j, "pattern", where));
   } else if (type == "Metaspace") {
     step.kind = Step::kMetaspace;
-    KVFOLD_ASSIGN_OR_RETURN(step.content, tokenizer_json::GetString(j, "replacement", where));
-    std::u32string one;
-    if (!unicode::DecodeUtf8(step.content, &one).ok() || one.size() != 1) {
-      return FieldError(where, "\"replacement\" must be one character");
-    }
-    KVFOLD_ASSIGN_OR_RETURN(bool add_prefix,
-                            tokenizer_json::GetBool(j, "add_prefix_space", true, where));
-    KVFOLD_ASSIGN_OR_RETURN(
-        std::string scheme,
-        tokenizer_json::GetOptionalString(j, "prepend_scheme",
-                                          add_prefix ? "always" : "never", where));
+    KVFOLD_ASSIGN_OR_RETURN(step.content, tokenizer_json::GetChar(j, "replacement", where));
+    KVFOLD_ASSIGN_OR_RETURN(const std::string scheme,
+                            tokenizer_json::GetPrependScheme(j, where));
     step.drop_first_space = scheme != "never";
   } else {
     return FieldError(where, absl::StrCat("decoder type \"", type,
@@ -130,7 +115,7 @@ std::vector<std::string> Decoder::Apply(const Step& step, std::vector<std::strin
         pending.clear();
       };
       for (std::string& t : tokens) {
-        const int b = ByteToken(t);
+        const int b = ByteFallbackValue(t);
         if (b >= 0) {
           pending.push_back(char(b));
         } else {
@@ -143,39 +128,20 @@ std::vector<std::string> Decoder::Apply(const Step& step, std::vector<std::strin
     }
     case Step::kFuse:
       return {absl::StrJoin(tokens, "")};
-    case Step::kStrip: {
-      std::u32string content;
-      (void)unicode::DecodeUtf8(step.content, &content);
+    case Step::kStrip:
       for (std::string& t : tokens) {
         std::u32string chars;
         if (!unicode::DecodeUtf8(t, &chars).ok()) continue;
         size_t begin = 0, end = chars.size();
-        for (size_t i = 0; i < step.start && i < chars.size() && chars[i] == content[0]; ++i) {
-          begin = i + 1;
+        while (begin < step.start && begin < end && chars[begin] == step.strip_char) ++begin;
+        while (chars.size() - end < step.stop && end > begin && chars[end - 1] == step.strip_char) {
+          --end;
         }
-        for (size_t i = 0; i < step.stop && i < chars.size(); ++i) {
-          const size_t index = chars.size() - i - 1;
-          if (chars[index] != content[0]) break;
-          end = index;
-        }
-        t = begin < end ? unicode::EncodeUtf8(std::u32string_view(chars).substr(
-                              begin, end - begin))
-                        : std::string();
+        t = unicode::EncodeUtf8(std::u32string_view(chars).substr(begin, end - begin));
       }
       return tokens;
-    }
     case Step::kReplace:
-      for (std::string& t : tokens) {
-        std::string out;
-        size_t last = 0;
-        step.pattern.FindAll(t, [&](size_t b, size_t e) {
-          out.append(t, last, b - last);
-          out += step.content;
-          last = e;
-        });
-        out.append(t, last, std::string::npos);
-        t = std::move(out);
-      }
+      for (std::string& t : tokens) t = step.pattern.ReplaceAll(t, step.content);
       return tokens;
     case Step::kMetaspace:
       for (size_t i = 0; i < tokens.size(); ++i) {

@@ -15,6 +15,9 @@
 
 namespace kvfold {
 
+// The byte a byte-fallback token "<0xNN>" stands for, or -1.
+int ByteFallbackValue(absl::string_view token);
+
 class Decoder {
  public:
   // `j` null: tokens are joined with spaces (what `tokenizers` does without
@@ -25,8 +28,8 @@ class Decoder {
  private:
   struct Step {
     enum Kind { kByteLevel, kByteFallback, kFuse, kStrip, kReplace, kMetaspace } kind;
-    std::string content;  // Strip: the character; Replace: the replacement;
-                          // Metaspace: the replacement character
+    std::string content;  // Replace: the replacement; Metaspace: its character
+    char32_t strip_char = 0;     // Strip
     size_t start = 0, stop = 0;  // Strip
     TextPattern pattern;         // Replace
     bool drop_first_space = true;  // Metaspace: prepend_scheme != never

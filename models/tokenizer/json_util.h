@@ -3,6 +3,7 @@
 #ifndef KVFOLD_MODELS_TOKENIZER_JSON_UTIL_H_
 #define KVFOLD_MODELS_TOKENIZER_JSON_UTIL_H_
 
+#include <functional>
 #include <string>
 #include "absl/strings/string_view.h"
 
@@ -11,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "models/tokenizer/unicode.h"
 
 namespace kvfold::tokenizer_json {
 
@@ -78,6 +80,48 @@ inline absl::StatusOr<std::string> GetType(const json& obj, absl::string_view wh
     return FieldError(where, absl::StrCat("must be an object, not ", TypeName(obj)));
   }
   return GetString(obj, "type", where);
+}
+
+// `obj[key]` as a string of exactly one character (U+0000..U+10FFFF).
+inline absl::StatusOr<std::string> GetChar(const json& obj, const char* key,
+                                           absl::string_view where) {
+  absl::StatusOr<std::string> s = GetString(obj, key, where);
+  if (!s.ok()) return s;
+  size_t length = 0;
+  if (s->empty() || !unicode::IsValidUtf8(*s) ||
+      (unicode::CharAt(*s, 0, &length), length != s->size())) {
+    return FieldError(where, absl::StrCat("\"", key, "\" must be one character"));
+  }
+  return s;
+}
+
+// Metaspace's prepend_scheme ("always", "first", "never"); older files have
+// add_prefix_space instead (true: always).
+inline absl::StatusOr<std::string> GetPrependScheme(const json& obj, absl::string_view where) {
+  absl::StatusOr<bool> add_prefix = GetBool(obj, "add_prefix_space", true, where);
+  if (!add_prefix.ok()) return add_prefix.status();
+  absl::StatusOr<std::string> scheme =
+      GetOptionalString(obj, "prepend_scheme", *add_prefix ? "always" : "never", where);
+  if (scheme.ok() && *scheme != "always" && *scheme != "first" && *scheme != "never") {
+    return FieldError(where, absl::StrCat("unknown prepend_scheme \"", *scheme, "\""));
+  }
+  return scheme;
+}
+
+// For a {"type": "Sequence", list_key: [...]} component: calls add(item,
+// its path) for each item in order.
+inline absl::Status ForEachInSequence(
+    const json& j, const char* list_key, const std::string& where,
+    const std::function<absl::Status(const json&, const std::string&)>& add) {
+  auto it = j.find(list_key);
+  if (it == j.end() || !it->is_array()) {
+    return FieldError(where, absl::StrCat("missing \"", list_key, "\""));
+  }
+  for (size_t i = 0; i < it->size(); ++i) {
+    absl::Status s = add((*it)[i], absl::StrCat(where, ".", list_key, "[", i, "]"));
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace kvfold::tokenizer_json

@@ -1,6 +1,8 @@
 #include "models/tokenizer/pipeline.h"
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "kernels/status_macros.h"
 #include "models/tokenizer/json_util.h"
 #include "models/tokenizer/unicode.h"
@@ -15,10 +17,6 @@ using tokenizer_json::json;
 constexpr char kGpt2Pattern[] =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
-size_t CharLen(unsigned char lead) {
-  return lead < 0x80 ? 1 : lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
-}
-
 bool IsAscii(absl::string_view s) {
   for (unsigned char c : s) {
     if (c >= 0x80) return false;
@@ -30,16 +28,9 @@ bool IsAscii(absl::string_view s) {
 template <typename Pred>
 void FindChars(absl::string_view text, Pred pred,
                absl::FunctionRef<void(size_t, size_t)> on_match) {
-  size_t i = 0;
-  std::u32string one;
-  while (i < text.size()) {
-    const size_t n = CharLen(static_cast<unsigned char>(text[i]));
-    one.clear();
-    if (unicode::DecodeUtf8(text.substr(i, n), &one).ok() && !one.empty() &&
-        pred(one[0])) {
-      on_match(i, i + n);
-    }
-    i += n;
+  size_t n = 0;
+  for (size_t i = 0; i < text.size(); i += n) {
+    if (pred(unicode::CharAt(text, i, &n))) on_match(i, i + n);
   }
 }
 
@@ -63,6 +54,24 @@ absl::StatusOr<TextPattern> TextPattern::FromJson(const json& j, absl::string_vi
   return FieldError(where, "must be {\"String\": ...} or {\"Regex\": ...}");
 }
 
+absl::StatusOr<TextPattern> TextPattern::FromField(const json& obj, const char* key,
+                                                   const std::string& where) {
+  auto it = obj.find(key);
+  if (it == obj.end()) return FieldError(where, absl::StrCat("missing \"", key, "\""));
+  return FromJson(*it, absl::StrCat(where, ".", key));
+}
+
+std::string TextPattern::ReplaceAll(absl::string_view text, absl::string_view with) const {
+  std::string out;
+  size_t last = 0;
+  FindAll(text, [&](size_t b, size_t e) {
+    absl::StrAppend(&out, text.substr(last, b - last), with);
+    last = e;
+  });
+  absl::StrAppend(&out, text.substr(last));
+  return out;
+}
+
 void TextPattern::FindAll(absl::string_view text,
                           absl::FunctionRef<void(size_t, size_t)> on_match) const {
   if (!regex) {
@@ -78,9 +87,9 @@ void TextPattern::FindAll(absl::string_view text,
   std::vector<std::pair<size_t, size_t>> spans;
   regex->FindAll(cps, &spans);
   // Code point offsets -> byte offsets, walking forward once.
-  size_t cp = 0, byte = 0;
+  size_t cp = 0, byte = 0, n = 0;
   auto advance = [&](size_t to) {
-    for (; cp < to; ++cp) byte += CharLen(static_cast<unsigned char>(text[byte]));
+    for (; cp < to; ++cp, byte += n) unicode::CharAt(text, byte, &n);
     return byte;
   };
   for (const auto& [b, e] : spans) {
@@ -93,12 +102,9 @@ absl::Status Normalizer::Add(const json& j, const std::string& where,
                              std::vector<Step>* steps) {
   KVFOLD_ASSIGN_OR_RETURN(std::string type, tokenizer_json::GetType(j, where));
   if (type == "Sequence") {
-    auto it = j.find("normalizers");
-    if (it == j.end() || !it->is_array()) return FieldError(where, "missing \"normalizers\"");
-    for (size_t i = 0; i < it->size(); ++i) {
-      KVFOLD_RETURN_IF_ERROR(Add((*it)[i], absl::StrCat(where, ".normalizers[", i, "]"), steps));
-    }
-    return absl::OkStatus();
+    return tokenizer_json::ForEachInSequence(
+        j, "normalizers", where,
+        [&](const json& item, const std::string& at) { return Add(item, at, steps); });
   }
   Step step;
   if (type == "NFC") {
@@ -115,9 +121,7 @@ absl::Status Normalizer::Add(const json& j, const std::string& where,
   } else if (type == "Replace") {
     step.kind = Step::kReplace;
     KVFOLD_ASSIGN_OR_RETURN(step.text, tokenizer_json::GetString(j, "content", where));
-    auto it = j.find("pattern");
-    if (it == j.end()) return FieldError(where, "missing \"pattern\"");
-    KVFOLD_ASSIGN_OR_RETURN(step.pattern, TextPattern::FromJson(*it, where + ".pattern"));
+    KVFOLD_ASSIGN_OR_RETURN(step.pattern, TextPattern::FromField(j, "pattern", where));
   } else {
     return FieldError(where, absl::StrCat("normalizer type \"", type,
                                           "\" is not supported (supported: NFC, NFD, "
@@ -155,18 +159,9 @@ std::string Normalizer::Apply(absl::string_view input) const {
       case Step::kPrepend:
         if (!text.empty()) text.insert(0, step.text);
         break;
-      case Step::kReplace: {
-        std::string out;
-        size_t last = 0;
-        step.pattern.FindAll(text, [&](size_t b, size_t e) {
-          out.append(text, last, b - last);
-          out += step.text;
-          last = e;
-        });
-        out.append(text, last, std::string::npos);
-        text = std::move(out);
+      case Step::kReplace:
+        text = step.pattern.ReplaceAll(text, step.text);
         break;
-      }
     }
   }
   return text;
@@ -179,15 +174,9 @@ absl::Status PreTokenizer::Add(const json& j, const std::string& where,
     return FieldError(where, "kvfold supports ByteLevel only as the last pre-tokenizer");
   }
   if (type == "Sequence") {
-    auto it = j.find("pretokenizers");
-    if (it == j.end() || !it->is_array()) {
-      return FieldError(where, "missing \"pretokenizers\"");
-    }
-    for (size_t i = 0; i < it->size(); ++i) {
-      KVFOLD_RETURN_IF_ERROR(
-          Add((*it)[i], absl::StrCat(where, ".pretokenizers[", i, "]"), steps));
-    }
-    return absl::OkStatus();
+    return tokenizer_json::ForEachInSequence(
+        j, "pretokenizers", where,
+        [&](const json& item, const std::string& at) { return Add(item, at, steps); });
   }
   Step step;
   if (type == "ByteLevel") {
@@ -202,9 +191,7 @@ absl::Status PreTokenizer::Add(const json& j, const std::string& where,
     }
   } else if (type == "Split") {
     step.kind = Step::kSplit;
-    auto it = j.find("pattern");
-    if (it == j.end()) return FieldError(where, "missing \"pattern\"");
-    KVFOLD_ASSIGN_OR_RETURN(step.pattern, TextPattern::FromJson(*it, where + ".pattern"));
+    KVFOLD_ASSIGN_OR_RETURN(step.pattern, TextPattern::FromField(j, "pattern", where));
     KVFOLD_ASSIGN_OR_RETURN(std::string behavior,
                             tokenizer_json::GetString(j, "behavior", where));
     if (behavior == "Removed") {
@@ -224,28 +211,14 @@ absl::Status PreTokenizer::Add(const json& j, const std::string& where,
   } else if (type == "Metaspace") {
     step.kind = Step::kMetaspace;
     KVFOLD_ASSIGN_OR_RETURN(step.replacement,
-                            tokenizer_json::GetString(j, "replacement", where));
-    std::u32string one;
-    if (!unicode::DecodeUtf8(step.replacement, &one).ok() || one.size() != 1) {
-      return FieldError(where, "\"replacement\" must be one character");
-    }
+                            tokenizer_json::GetChar(j, "replacement", where));
+    step.pattern.literal = step.replacement;  // where split=true cuts
     KVFOLD_ASSIGN_OR_RETURN(step.split, tokenizer_json::GetBool(j, "split", true, where));
-    // Older files have add_prefix_space instead of prepend_scheme.
-    KVFOLD_ASSIGN_OR_RETURN(bool add_prefix,
-                            tokenizer_json::GetBool(j, "add_prefix_space", true, where));
-    KVFOLD_ASSIGN_OR_RETURN(
-        std::string scheme,
-        tokenizer_json::GetOptionalString(j, "prepend_scheme",
-                                          add_prefix ? "always" : "never", where));
-    if (scheme == "always") {
-      step.prepend = Step::kAlways;
-    } else if (scheme == "first") {
-      step.prepend = Step::kFirst;
-    } else if (scheme == "never") {
-      step.prepend = Step::kNever;
-    } else {
-      return FieldError(where, absl::StrCat("unknown prepend_scheme \"", scheme, "\""));
-    }
+    KVFOLD_ASSIGN_OR_RETURN(const std::string scheme,
+                            tokenizer_json::GetPrependScheme(j, where));
+    step.prepend = scheme == "always" ? Step::kAlways
+                   : scheme == "first" ? Step::kFirst
+                                       : Step::kNever;
   } else if (type == "Digits") {
     step.kind = Step::kDigits;
     KVFOLD_ASSIGN_OR_RETURN(step.individual_digits,
@@ -382,18 +355,9 @@ void PreTokenizer::RunStep(size_t index, absl::string_view text, bool at_start,
       return;
     }
     case Step::kMetaspace: {
-      std::string buffer;
-      buffer.reserve(text.size() + step.replacement.size());
-      for (char c : text) {
-        if (c == ' ') {
-          buffer += step.replacement;
-        } else {
-          buffer.push_back(c);
-        }
-      }
-      const bool starts = buffer.compare(0, step.replacement.size(), step.replacement) == 0;
-      if (!starts && (step.prepend == Step::kAlways ||
-                      (step.prepend == Step::kFirst && at_start))) {
+      std::string buffer = absl::StrReplaceAll(text, {{" ", step.replacement}});
+      if (!absl::StartsWith(buffer, step.replacement) &&
+          (step.prepend == Step::kAlways || (step.prepend == Step::kFirst && at_start))) {
         buffer.insert(0, step.replacement);
       }
       if (!step.split) {
@@ -402,13 +366,7 @@ void PreTokenizer::RunStep(size_t index, absl::string_view text, bool at_start,
       }
       const absl::string_view input = buffer;
       SplitBy(input, Behavior::kMergedWithNext, false,
-              [&](auto on_match) {
-                for (size_t at = input.find(step.replacement); at != absl::string_view::npos;
-                     at = input.find(step.replacement, at + step.replacement.size())) {
-                  on_match(at, at + step.replacement.size());
-                }
-              },
-              next);
+              [&](auto on_match) { step.pattern.FindAll(input, on_match); }, next);
       return;
     }
   }

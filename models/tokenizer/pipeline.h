@@ -24,10 +24,15 @@ struct TextPattern {
   std::shared_ptr<const Regex> regex;  // when set
   static absl::StatusOr<TextPattern> FromJson(const nlohmann::json& j,
                                               absl::string_view where);
+  // The pattern in obj[key] (missing: an error naming it).
+  static absl::StatusOr<TextPattern> FromField(const nlohmann::json& obj, const char* key,
+                                               const std::string& where);
   // Calls on_match(begin, end) (byte offsets) for each non-overlapping
   // match, left to right.
   void FindAll(absl::string_view text,
                absl::FunctionRef<void(size_t, size_t)> on_match) const;
+  // `text` with every match replaced by `with`.
+  std::string ReplaceAll(absl::string_view text, absl::string_view with) const;
 };
 
 class Normalizer {
@@ -70,7 +75,7 @@ class PreTokenizer {
                         kContiguous };
   struct Step {
     enum Kind { kSplit, kByteLevel, kMetaspace, kDigits } kind;
-    TextPattern pattern;  // Split; ByteLevel with use_regex
+    TextPattern pattern;  // Split; ByteLevel with use_regex; Metaspace's split
     Behavior behavior = Behavior::kIsolated;
     bool invert = false;
     bool add_prefix_space = false;  // ByteLevel

@@ -27,13 +27,10 @@ absl::Status ReadPostProcessor(const json& j, const std::string& where,
   KVFOLD_ASSIGN_OR_RETURN(std::string type, tokenizer_json::GetType(j, where));
   if (type == "ByteLevel") return absl::OkStatus();
   if (type == "Sequence") {
-    auto it = j.find("processors");
-    if (it == j.end() || !it->is_array()) return FieldError(where, "missing \"processors\"");
-    for (size_t i = 0; i < it->size(); ++i) {
-      KVFOLD_RETURN_IF_ERROR(ReadPostProcessor(
-          (*it)[i], absl::StrCat(where, ".processors[", i, "]"), prefix, suffix));
-    }
-    return absl::OkStatus();
+    return tokenizer_json::ForEachInSequence(
+        j, "processors", where, [&](const json& item, const std::string& at) {
+          return ReadPostProcessor(item, at, prefix, suffix);
+        });
   }
   if (type != "TemplateProcessing") {
     return FieldError(where, absl::StrCat("post_processor type \"", type,
@@ -267,23 +264,15 @@ std::string Tokenizer::Decode(absl::Span<const int32_t> ids, bool skip_special_t
   return decoder_.Decode(std::move(tokens));
 }
 
-std::string StreamDecoder::Step(int32_t id) {
-  ids_.push_back(id);
-  // ByteFallback decodes a run of <0xNN> tokens as a whole (an invalid run
-  // becomes one U+FFFD per byte), so nothing is emitted inside a run.
-  if (const std::string* token = tokenizer_.IdToToken(id);
-      token != nullptr && token->size() == 6 && absl::StartsWith(*token, "<0x") &&
-      absl::EndsWith(*token, ">")) {
-    return std::string();
-  }
+std::string StreamDecoder::Advance(bool final) {
   absl::Span<const int32_t> all(ids_);
   const std::string before =
       tokenizer_.Decode(all.subspan(prefix_, read_ - prefix_), skip_special_);
   const std::string now = tokenizer_.Decode(all.subspan(prefix_), skip_special_);
-  // Hold back while the text ends in an incomplete character (U+FFFD) or
-  // has not grown past what was emitted.
-  const bool incomplete = absl::EndsWith(now, "\xEF\xBF\xBD");
-  if (now.size() <= before.size() || incomplete || !absl::StartsWith(now, before)) {
+  // Wait while the text has not grown past what was emitted or, before the
+  // end, ends in an incomplete character (U+FFFD).
+  if (now.size() <= before.size() || !absl::StartsWith(now, before) ||
+      (!final && absl::EndsWith(now, "\xEF\xBF\xBD"))) {
     return std::string();
   }
   prefix_ = read_;
@@ -291,14 +280,21 @@ std::string StreamDecoder::Step(int32_t id) {
   return now.substr(before.size());
 }
 
+std::string StreamDecoder::Step(int32_t id) {
+  ids_.push_back(id);
+  // ByteFallback decodes a run of <0xNN> tokens as a whole (an invalid run
+  // becomes one U+FFFD per byte), so nothing is emitted inside a run.
+  if (const std::string* token = tokenizer_.IdToToken(id);
+      token != nullptr && ByteFallbackValue(*token) >= 0) {
+    return std::string();
+  }
+  return Advance(/*final=*/false);
+}
+
 std::string StreamDecoder::Finish() {
-  absl::Span<const int32_t> all(ids_);
-  const std::string before =
-      tokenizer_.Decode(all.subspan(prefix_, read_ - prefix_), skip_special_);
-  const std::string now = tokenizer_.Decode(all.subspan(prefix_), skip_special_);
+  std::string rest = Advance(/*final=*/true);
   prefix_ = read_ = ids_.size();
-  if (now.size() <= before.size() || !absl::StartsWith(now, before)) return "";
-  return now.substr(before.size());
+  return rest;
 }
 
 }  // namespace kvfold

@@ -84,6 +84,9 @@ class StreamDecoder {
   std::string Finish();
 
  private:
+  // Emits what the ids after read_ add to the text, unless it must wait.
+  std::string Advance(bool final);
+
   const Tokenizer& tokenizer_;
   bool skip_special_;
   std::vector<int32_t> ids_;

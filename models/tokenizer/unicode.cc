@@ -109,6 +109,27 @@ int DecodeOne(const unsigned char* s, size_t n, size_t i, char32_t* c,
 
 absl::string_view UnicodeVersion() { return kUnicodeVersion; }
 
+char32_t CharAt(absl::string_view text, size_t pos, size_t* length) {
+  char32_t c = 0xFFFD;
+  int partial = 0;
+  const int r = DecodeOne(reinterpret_cast<const unsigned char*>(text.data()), text.size(),
+                          pos, &c, &partial);
+  *length = r > 0 ? size_t(r) : 1;
+  return r > 0 ? c : 0xFFFD;
+}
+
+char32_t CharBefore(absl::string_view text, size_t end, size_t* length) {
+  size_t begin = end - 1;
+  while (begin > 0 && end - begin < 4 &&
+         (static_cast<unsigned char>(text[begin]) & 0xC0) == 0x80) {
+    --begin;
+  }
+  const char32_t c = CharAt(text, begin, length);
+  if (begin + *length == end) return c;
+  *length = 1;
+  return 0xFFFD;
+}
+
 absl::Status DecodeUtf8(absl::string_view utf8, std::u32string* out,
                         absl::string_view what) {
   out->clear();

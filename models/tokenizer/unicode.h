@@ -39,6 +39,11 @@ size_t ValidUtf8PrefixLength(absl::string_view s);
 // "substitution of maximal subparts", also what Python's
 // bytes.decode("utf-8", "replace") does) becomes one U+FFFD.
 std::string Utf8Lossy(absl::string_view bytes);
+// The code point that starts at byte `pos` of `text` and sets *length to
+// its byte length; an invalid or truncated sequence gives U+FFFD, length 1.
+char32_t CharAt(absl::string_view text, size_t pos, size_t* length);
+// The code point that ends at byte `end` (> 0) of `text`, likewise.
+char32_t CharBefore(absl::string_view text, size_t end, size_t* length);
 
 // ---- Categories and properties --------------------------------------------
 

@@ -49,6 +49,20 @@ TEST(Utf8Test, RoundTripsAllScalarValues) {
   EXPECT_TRUE(IsValidUtf8(utf8));
   EXPECT_EQ(ValidUtf8PrefixLength(utf8), utf8.size());
   EXPECT_EQ(Utf8Lossy(utf8), utf8);
+  // CharAt walks forward and CharBefore backward through the same values.
+  size_t n = 0, i = 0, k = 0;
+  for (; i < utf8.size() && k < all.size(); i += n, ++k) {
+    if (CharAt(utf8, i, &n) != all[k]) break;
+  }
+  EXPECT_EQ(k, all.size());
+  for (i = utf8.size(); i > 0 && k > 0; i -= n) {
+    if (CharBefore(utf8, i, &n) != all[--k]) break;
+  }
+  EXPECT_EQ(k, 0u);
+  EXPECT_EQ(CharAt("\xE6\x97", 0, &n), 0xFFFDu);  // truncated
+  EXPECT_EQ(n, 1u);
+  EXPECT_EQ(CharBefore("a\x97", 2, &n), 0xFFFDu);  // stray continuation
+  EXPECT_EQ(n, 1u);
 }
 
 TEST(Utf8Test, RejectsInvalidWithOffset) {
