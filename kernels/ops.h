@@ -68,8 +68,9 @@ absl::Status AddInPlace(const Stream& s, float* x, const float* y, int64_t n);
 absl::Status AddBias(const Stream& s, float* y, const float* bias,
                      int64_t rows, int64_t cols);
 
-// out[i, :] = table[ids[i], :] as f32; ids must be in [0, vocab) (checked by
-// the caller). Tables of f32 (any device), bf16 or f16 (CUDA).
+// out[i, :] = table[ids[i], :] as f32; ids must be < vocab (checked by the
+// caller). A negative id gives a row of zeros: a token another tensor-parallel
+// rank's slice of the vocabulary holds. Tables of f32 (any device), bf16 or f16 (CUDA).
 absl::Status Embedding(const Stream& s, const void* table, DType table_type,
                        const int32_t* ids, int64_t n, int64_t dim, float* out);
 

@@ -108,11 +108,13 @@ TEST_P(OpsTest, SoftmaxSiluAddEmbedding) {
 
   const int64_t vocab = 11, dim = 5;
   auto table = Random(vocab * dim, 10);
-  std::vector<int32_t> ids = {10, 0, 3, 3};
-  std::vector<float> emb(ids.size() * dim);
+  std::vector<int32_t> ids = {10, 0, -1, 3, 3};
+  std::vector<float> emb(ids.size() * dim, 7.0f);
   ASSERT_TRUE(Embedding(stream_, table.data(), DType::kF32, ids.data(), ids.size(), dim, emb.data()).ok());
   for (size_t t = 0; t < ids.size(); ++t) {
-    for (int64_t i = 0; i < dim; ++i) EXPECT_EQ(emb[t * dim + i], table[ids[t] * dim + i]);
+    for (int64_t i = 0; i < dim; ++i) {
+      EXPECT_EQ(emb[t * dim + i], ids[t] < 0 ? 0.0f : table[ids[t] * dim + i]);
+    }
   }
 }
 

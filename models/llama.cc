@@ -1,98 +1,14 @@
 #include "models/llama.h"
 
-#include <unistd.h>
 
 #include <cmath>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "kernels/status_macros.h"
 #include "kernels/thread_pool.h"
-#include "models/safetensors.h"
 
 namespace kvfold {
-
-// ---- Named weights --------------------------------------------------------
-
-namespace {
-
-// A host f32 tensor as the model holds it: unchanged on the CPU; on a device
-// matrices in options.dtype, vectors (norms, biases) in f32.
-absl::StatusOr<Tensor> Place(Tensor host, bool matrix, const LoadOptions& o) {
-  if (o.device.kind == Device::Kind::kCpu) return host;
-  const DType type = matrix ? o.dtype : DType::kF32;
-  KVFOLD_ASSIGN_OR_RETURN(Tensor t, Tensor::Allocate(host.shape(), type, o.device));
-  Stream s;
-  s.device = o.device;
-  if (type == DType::kF32) {
-    KVFOLD_RETURN_IF_ERROR(CopyToDevice(s, t.data(), host.data(), host.bytes()));
-    return t;
-  }
-  std::vector<uint16_t> bits(host.numel());
-  const float* src = host.as<float>();
-  ThreadPool pool(0);
-  pool.ParallelFor(int64_t(bits.size()), [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      bits[i] = type == DType::kBF16 ? F32ToBf16(src[i]) : F32ToF16(src[i]);
-    }
-  });
-  KVFOLD_RETURN_IF_ERROR(CopyToDevice(s, t.data(), bits.data(), bits.size() * 2));
-  return t;
-}
-
-absl::Status LoadLayer(const WeightStore& store, const ModelConfig& c, int i,
-                       const LoadOptions& o, LlamaLayerWeights* l) {
-  const std::string p = absl::StrCat("model.layers.", i, ".");
-  const int64_t h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim(),
-                inter = c.intermediate_size;
-  struct Named {
-    const char* name;
-    Shape shape;
-    Tensor* dst;
-  };
-  std::vector<Named> required = {
-      {"input_layernorm.weight", {h}, &l->attn_norm},
-      {"self_attn.q_proj.weight", {q, h}, &l->wq},
-      {"self_attn.k_proj.weight", {kv, h}, &l->wk},
-      {"self_attn.v_proj.weight", {kv, h}, &l->wv},
-      {"self_attn.o_proj.weight", {h, q}, &l->wo},
-      {"post_attention_layernorm.weight", {h}, &l->mlp_norm},
-      {"mlp.gate_proj.weight", {inter, h}, &l->w_gate},
-      {"mlp.up_proj.weight", {inter, h}, &l->w_up},
-      {"mlp.down_proj.weight", {h, inter}, &l->w_down},
-  };
-  if (c.qkv_bias) {
-    required.push_back({"self_attn.q_proj.bias", {q}, &l->bq});
-    required.push_back({"self_attn.k_proj.bias", {kv}, &l->bk});
-    required.push_back({"self_attn.v_proj.bias", {kv}, &l->bv});
-  }
-  if (c.o_bias) required.push_back({"self_attn.o_proj.bias", {h}, &l->bo});
-  for (Named& n : required) {
-    KVFOLD_ASSIGN_OR_RETURN(Tensor host, store.LoadF32(p + n.name, n.shape));
-    KVFOLD_ASSIGN_OR_RETURN(*n.dst, Place(std::move(host), n.shape.size() == 2, o));
-  }
-  return absl::OkStatus();
-}
-
-// Uniform in [-scale, scale) from splitmix64, a counter-based generator, so
-// the tensor is filled in parallel and still depends only on the seed.
-void FillRandom(ThreadPool& pool, Tensor& t, uint64_t& seed, float scale) {
-  float* p = t.as<float>();
-  const uint64_t base = seed;
-  seed += 0x632be59bd9b4e019ull;
-  pool.ParallelFor(t.numel(), [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      uint64_t z = base + uint64_t(i) * 0x9e3779b97f4a7c15ull;
-      z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-      z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-      z ^= z >> 31;
-      p[i] = scale * (float(z >> 40) * (2.0f / 16777216.0f) - 1.0f);
-    }
-  });
-}
-
-}  // namespace
 
 absl::Status ValidateLoadOptions(const LoadOptions& o) {
   if (o.device.kind == Device::Kind::kCpu && o.dtype != DType::kF32) {
@@ -107,10 +23,11 @@ absl::Status ValidateLoadOptions(const LoadOptions& o) {
 }
 
 LlamaModel::LlamaModel(ModelConfig config, LlamaWeights weights,
-                       LoadOptions options)
+                       LoadOptions options, TpSlice slice)
     : config_(std::move(config)),
       w_(std::move(weights)),
       options_(options),
+      slice_(slice),
       inv_freq_(RopeInvFreq(config_.rope)) {
   stats_.parameters = config_.NumParameters();
   stats_.weight_bytes = w_.embed.bytes() + w_.final_norm.bytes() + w_.lm_head.bytes();
@@ -125,105 +42,13 @@ LlamaModel::LlamaModel(ModelConfig config, LlamaWeights weights,
 
 absl::Status LlamaModel::PlaceTables() {
   if (options_.device.kind == Device::Kind::kCpu) return absl::OkStatus();
-  Tensor host({int64_t(inv_freq_.size())}, DType::kF32);
-  std::copy(inv_freq_.begin(), inv_freq_.end(), host.as<float>());
-  KVFOLD_ASSIGN_OR_RETURN(inv_freq_device_, Place(std::move(host), false, options_));
-  return absl::OkStatus();
-}
-
-absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(
-    const std::string& dir, const LoadOptions& options) {
-  KVFOLD_RETURN_IF_ERROR(ValidateLoadOptions(options));
-  KVFOLD_ASSIGN_OR_RETURN(ModelConfig c,
-                          ModelConfig::FromFile(dir + "/config.json"));
-  const std::string generation = dir + "/generation_config.json";
-  if (::access(generation.c_str(), F_OK) == 0) {
-    KVFOLD_RETURN_IF_ERROR(c.MergeGenerationConfig(generation));
-  }
-  // Weights are held as f32 on the CPU: refuse up front what cannot fit in
-  // memory (a device reports its own shortfall at the failing allocation).
-  const double need =
-      options.device.kind == Device::Kind::kCpu ? 4.0 * c.NumParameters() : 0.0;
-  const double have =
-      double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGE_SIZE));
-  if (have > 0 && need > have) {
-    return absl::ResourceExhaustedError(absl::StrFormat(
-        "%s: the model needs %.1f GB for its weights as f32, this machine "
-        "has %.1f GB of memory",
-        dir, need / 1e9, have / 1e9));
-  }
-  KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<WeightStore> store,
-                          WeightStore::Open(dir));
-  LlamaWeights w;
-  const int64_t h = c.hidden_size;
-  const LoadOptions& o = options;
   KVFOLD_ASSIGN_OR_RETURN(
-      Tensor embed, store->LoadF32("model.embed_tokens.weight", {c.vocab_size, h}));
-  KVFOLD_ASSIGN_OR_RETURN(w.embed, Place(std::move(embed), true, o));
-  KVFOLD_ASSIGN_OR_RETURN(Tensor norm, store->LoadF32("model.norm.weight", {h}));
-  KVFOLD_ASSIGN_OR_RETURN(w.final_norm, Place(std::move(norm), false, o));
-  if (!c.tie_word_embeddings) {
-    KVFOLD_ASSIGN_OR_RETURN(
-        Tensor head, store->LoadF32("lm_head.weight", {c.vocab_size, h}));
-    KVFOLD_ASSIGN_OR_RETURN(w.lm_head, Place(std::move(head), true, o));
-  }
-  w.layers.resize(c.num_layers);
-  for (int i = 0; i < c.num_layers; ++i) {
-    KVFOLD_RETURN_IF_ERROR(LoadLayer(*store, c, i, o, &w.layers[i]));
-  }
-  std::unique_ptr<LlamaModel> m(new LlamaModel(std::move(c), std::move(w), o));
-  KVFOLD_RETURN_IF_ERROR(m->PlaceTables());
-  m->stats_.bytes_read = store->bytes_read();
-  return m;
-}
-
-absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Random(
-    const ModelConfig& c, uint64_t seed, const LoadOptions& options) {
-  KVFOLD_RETURN_IF_ERROR(ValidateLoadOptions(options));
-  uint64_t rng = seed;
-  ThreadPool pool(0);
-  const int64_t h = c.hidden_size, q = c.q_dim(), kv = c.kv_dim(),
-                inter = c.intermediate_size;
-  absl::Status status;
-  auto make = [&](Shape shape, float scale) {
-    const bool matrix = shape.size() == 2;
-    Tensor t(std::move(shape), DType::kF32);
-    FillRandom(pool, t, rng, scale);
-    absl::StatusOr<Tensor> placed = Place(std::move(t), matrix, options);
-    if (!placed.ok()) {
-      if (status.ok()) status = placed.status();
-      return Tensor();
-    }
-    return std::move(*placed);
-  };
-  const float ws = 1.0f / std::sqrt(float(h));
-  LlamaWeights w;
-  w.embed = make({c.vocab_size, h}, 1.0f);
-  w.final_norm = make({h}, 1.0f);
-  if (!c.tie_word_embeddings) w.lm_head = make({c.vocab_size, h}, ws);
-  w.layers.resize(c.num_layers);
-  for (LlamaLayerWeights& l : w.layers) {
-    l.attn_norm = make({h}, 1.0f);
-    l.wq = make({q, h}, ws);
-    l.wk = make({kv, h}, ws);
-    l.wv = make({kv, h}, ws);
-    l.wo = make({h, q}, ws);
-    if (c.qkv_bias) {
-      l.bq = make({q}, 0.1f);
-      l.bk = make({kv}, 0.1f);
-      l.bv = make({kv}, 0.1f);
-    }
-    if (c.o_bias) l.bo = make({h}, 0.1f);
-    l.mlp_norm = make({h}, 1.0f);
-    l.w_gate = make({inter, h}, ws);
-    l.w_up = make({inter, h}, ws);
-    l.w_down = make({h, inter}, 1.0f / std::sqrt(float(inter)));
-    KVFOLD_RETURN_IF_ERROR(status);
-  }
-  KVFOLD_RETURN_IF_ERROR(status);
-  std::unique_ptr<LlamaModel> m(new LlamaModel(c, std::move(w), options));
-  KVFOLD_RETURN_IF_ERROR(m->PlaceTables());
-  return m;
+      inv_freq_device_,
+      Tensor::Allocate({int64_t(inv_freq_.size())}, DType::kF32, options_.device));
+  Stream s;
+  s.device = options_.device;
+  return CopyToDevice(s, inv_freq_device_.data(), inv_freq_.data(),
+                      inv_freq_.size() * sizeof(float));
 }
 
 // ---- Forward pass ---------------------------------------------------------
@@ -281,9 +106,9 @@ absl::Status LlamaModel::Attention(const Stream& s, int layer,
     inv_freq = inv_freq_device_.as<float>();
   }
   KVFOLD_RETURN_IF_ERROR(ApplyRope(s, sc.q.as<float>(), rope, inv_freq, n,
-                                   c.num_heads, c.head_dim));
+                                   slice_.q_heads, c.head_dim));
   KVFOLD_RETURN_IF_ERROR(ApplyRope(s, sc.k.as<float>(), rope, inv_freq, n,
-                                   c.num_kv_heads, c.head_dim));
+                                   slice_.kv_heads, c.head_dim));
   KVFOLD_RETURN_IF_ERROR(cache.Append(layer, sc.k.as<float>(), sc.v.as<float>(),
                                       positions, n));
   const LayerView view = cache.View(layer);
@@ -295,7 +120,7 @@ absl::Status LlamaModel::Attention(const Stream& s, int layer,
   const int64_t summed = cache.ColumnSumQueries(n);
   if (summed > 0) {
     KVFOLD_RETURN_IF_ERROR(
-        Ensure(sc.col_sums, {c.num_kv_heads, view.length}, s.device));
+        Ensure(sc.col_sums, {slice_.kv_heads, view.length}, s.device));
     a.col_sums = sc.col_sums.as<float>();
     a.col_sums_from_query = n - std::min(summed, n);
   }
@@ -303,16 +128,109 @@ absl::Status LlamaModel::Attention(const Stream& s, int layer,
   a.num_keys = view.length;
   a.kv_stride = view.stride;
   a.causal_offset = view.length - n;
-  a.q_heads = c.num_heads;
-  a.kv_heads = c.num_kv_heads;
+  a.q_heads = slice_.q_heads;
+  a.kv_heads = slice_.kv_heads;
   a.head_dim = c.head_dim;
   a.scale = 1.0f / std::sqrt(float(c.head_dim));
   KVFOLD_RETURN_IF_ERROR(kvfold::Attention(s, a));
+  if (a.col_sums != nullptr && kv_share_ != nullptr) {
+    // A replicated KV head's statistics sum over all its query heads, which
+    // the ranks sharing it hold between them.
+    KVFOLD_RETURN_IF_ERROR(kv_share_->AllReduce(
+        TensorView{a.col_sums, DType::kF32, s.device, {slice_.kv_heads * view.length}},
+        ReduceOp::kSum));
+  }
   KVFOLD_RETURN_IF_ERROR(
       cache.AfterAttention(layer, {a.col_sums, nullptr, n}));
   // x += attn . Wo^T (+ bo)
-  return Linear(s, sc.attn.as<float>(), n, l.wo, l.bo, sc.x.as<float>(),
-                /*accumulate=*/true);
+  if (options_.tp == nullptr) {
+    return Linear(s, sc.attn.as<float>(), n, l.wo, l.bo, sc.x.as<float>(),
+                  /*accumulate=*/true);
+  }
+  KVFOLD_RETURN_IF_ERROR(
+      Linear(s, sc.attn.as<float>(), n, l.wo, l.bo, sc.partial.as<float>()));
+  return ReduceInto(s, sc.x.as<float>(), n, sc);
+}
+
+absl::Status LlamaModel::ReduceInto(const Stream& s, float* x, int64_t n,
+                                    ForwardScratch& sc) const {
+  const int64_t values = n * config_.hidden_size;
+  KVFOLD_RETURN_IF_ERROR(options_.tp->AllReduce(
+      TensorView{sc.partial.data(), DType::kF32, s.device, {values}}, ReduceOp::kSum));
+  return AddInPlace(s, x, sc.partial.as<float>(), values);
+}
+
+absl::Status LlamaModel::EmbedTokens(const Stream& s, absl::Span<const int32_t> tokens,
+                                     ForwardScratch& sc) const {
+  const int64_t n = int64_t(tokens.size()), h = config_.hidden_size;
+  const int32_t* ids = tokens.data();
+  if (options_.tp != nullptr) {
+    // Vocabulary-parallel: each rank looks up the tokens of its rows (zeros
+    // for the others) and the sum over the group is the embedding.
+    sc.local_ids.resize(n);
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t local = tokens[i] - slice_.vocab_begin;
+      sc.local_ids[i] = local >= 0 && local < slice_.vocab_rows ? int32_t(local) : -1;
+    }
+    ids = sc.local_ids.data();
+  }
+  if (s.device.kind != Device::Kind::kCpu) {
+    KVFOLD_RETURN_IF_ERROR(Ensure(sc.ids, {n}, s.device, DType::kI32));
+    KVFOLD_RETURN_IF_ERROR(CopyToDevice(s, sc.ids.data(), ids, n * sizeof(int32_t)));
+    ids = sc.ids.as<int32_t>();
+  }
+  float* x = sc.x.as<float>();
+  KVFOLD_RETURN_IF_ERROR(Embedding(s, w_.embed.data(), w_.embed.dtype(), ids, n, h, x));
+  if (options_.tp == nullptr) return absl::OkStatus();
+  return options_.tp->AllReduce(TensorView{x, DType::kF32, s.device, {n * h}},
+                                ReduceOp::kSum);
+}
+
+absl::Status LlamaModel::Logits(const Stream& s, int64_t rows, ForwardScratch& sc,
+                                float* logits) const {
+  const ModelConfig& c = config_;
+  const Tensor& head = w_.lm_head.empty() ? w_.embed : w_.lm_head;
+  const float* xn = sc.xn.as<float>();
+  if (options_.tp == nullptr) {
+    if (s.device.kind == Device::Kind::kCpu) {
+      return Linear(s, xn, rows, head, Tensor(), logits);
+    }
+    KVFOLD_RETURN_IF_ERROR(Ensure(sc.logits, {rows, c.vocab_size}, s.device));
+    KVFOLD_RETURN_IF_ERROR(Linear(s, xn, rows, head, Tensor(), sc.logits.as<float>()));
+    return CopyToHost(s, logits, sc.logits.data(), rows * c.vocab_size * sizeof(float));
+  }
+  // Vocabulary-parallel head: each rank computes its rows' logits (padded to
+  // vocab_pad columns), the group all-gathers them, and every rank unpacks
+  // the same full [rows, vocab] so all sample the same token.
+  const TpSlice& t = slice_;
+  const int64_t pad = t.vocab_pad, h = c.hidden_size;
+  KVFOLD_RETURN_IF_ERROR(Ensure(sc.logits, {rows, pad}, s.device));
+  KVFOLD_RETURN_IF_ERROR(Ensure(sc.gathered, {t.size, rows, pad}, s.device));
+  if (t.vocab_rows > 0) {
+    KVFOLD_RETURN_IF_ERROR(MatMulNT(s, xn, h, head.data(), head.dtype(), h,
+                                    sc.logits.as<float>(), pad, rows, t.vocab_rows, h,
+                                    /*accumulate=*/false));
+  }
+  const int64_t block = rows * pad;
+  KVFOLD_RETURN_IF_ERROR(options_.tp->AllGather(
+      TensorView{sc.logits.data(), DType::kF32, s.device, {block}},
+      TensorView{sc.gathered.data(), DType::kF32, s.device, {t.size * block}}));
+  const float* all = sc.gathered.as<float>();
+  if (s.device.kind != Device::Kind::kCpu) {
+    sc.gathered_host.resize(t.size * block);
+    KVFOLD_RETURN_IF_ERROR(CopyToHost(s, sc.gathered_host.data(), all,
+                                      t.size * block * sizeof(float)));
+    all = sc.gathered_host.data();
+  }
+  for (int r = 0; r < t.size; ++r) {
+    const int64_t begin = std::min<int64_t>(c.vocab_size, r * pad);
+    const int64_t count = std::min<int64_t>(c.vocab_size, begin + pad) - begin;
+    for (int64_t i = 0; i < rows; ++i) {
+      std::memcpy(logits + i * c.vocab_size + begin, all + (r * rows + i) * pad,
+                  count * sizeof(float));
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status LlamaModel::Forward(const Stream& s,
@@ -338,30 +256,24 @@ absl::Status LlamaModel::Forward(const Stream& s,
         "forward: the model is on ", options_.device.ToString(),
         ", the stream on ", s.device.ToString()));
   }
-  const int64_t h = c.hidden_size, inter = c.intermediate_size;
+  const int64_t h = c.hidden_size, inter = slice_.inter;
+  const int64_t q_dim = slice_.q_heads * c.head_dim, kv_dim = slice_.kv_heads * c.head_dim;
   if (sc.rows < n) {
     const Device d = s.device;
     KVFOLD_RETURN_IF_ERROR(Ensure(sc.x, {n, h}, d));
     KVFOLD_RETURN_IF_ERROR(Ensure(sc.xn, {n, h}, d));
-    KVFOLD_RETURN_IF_ERROR(Ensure(sc.q, {n, c.q_dim()}, d));
-    KVFOLD_RETURN_IF_ERROR(Ensure(sc.k, {n, c.kv_dim()}, d));
-    KVFOLD_RETURN_IF_ERROR(Ensure(sc.v, {n, c.kv_dim()}, d));
-    KVFOLD_RETURN_IF_ERROR(Ensure(sc.attn, {n, c.q_dim()}, d));
+    KVFOLD_RETURN_IF_ERROR(Ensure(sc.q, {n, q_dim}, d));
+    KVFOLD_RETURN_IF_ERROR(Ensure(sc.k, {n, kv_dim}, d));
+    KVFOLD_RETURN_IF_ERROR(Ensure(sc.v, {n, kv_dim}, d));
+    KVFOLD_RETURN_IF_ERROR(Ensure(sc.attn, {n, q_dim}, d));
     KVFOLD_RETURN_IF_ERROR(Ensure(sc.gate, {n, inter}, d));
     KVFOLD_RETURN_IF_ERROR(Ensure(sc.up, {n, inter}, d));
+    if (options_.tp != nullptr) KVFOLD_RETURN_IF_ERROR(Ensure(sc.partial, {n, h}, d));
     sc.rows = n;
   }
   float* x = sc.x.as<float>();
   float* xn = sc.xn.as<float>();
-  const int32_t* ids = tokens.data();
-  if (s.device.kind != Device::Kind::kCpu) {
-    KVFOLD_RETURN_IF_ERROR(Ensure(sc.ids, {n}, s.device, DType::kI32));
-    KVFOLD_RETURN_IF_ERROR(
-        CopyToDevice(s, sc.ids.data(), tokens.data(), n * sizeof(int32_t)));
-    ids = sc.ids.as<int32_t>();
-  }
-  KVFOLD_RETURN_IF_ERROR(
-      Embedding(s, w_.embed.data(), w_.embed.dtype(), ids, n, h, x));
+  KVFOLD_RETURN_IF_ERROR(EmbedTokens(s, tokens, sc));
   for (int layer = 0; layer < c.num_layers; ++layer) {
     const LlamaLayerWeights& l = w_.layers[layer];
     KVFOLD_RETURN_IF_ERROR(
@@ -373,8 +285,14 @@ absl::Status LlamaModel::Forward(const Stream& s,
     KVFOLD_RETURN_IF_ERROR(Linear(s, xn, n, l.w_up, Tensor(), sc.up.as<float>()));
     KVFOLD_RETURN_IF_ERROR(SiluMul(s, sc.gate.as<float>(), sc.up.as<float>(),
                                    sc.gate.as<float>(), n * inter));
-    KVFOLD_RETURN_IF_ERROR(Linear(s, sc.gate.as<float>(), n, l.w_down, Tensor(),
-                                  x, /*accumulate=*/true));
+    if (options_.tp == nullptr) {
+      KVFOLD_RETURN_IF_ERROR(Linear(s, sc.gate.as<float>(), n, l.w_down, Tensor(),
+                                    x, /*accumulate=*/true));
+    } else {
+      KVFOLD_RETURN_IF_ERROR(Linear(s, sc.gate.as<float>(), n, l.w_down, Tensor(),
+                                    sc.partial.as<float>()));
+      KVFOLD_RETURN_IF_ERROR(ReduceInto(s, x, n, sc));
+    }
   }
   if (which == LogitsFor::kNone) return absl::OkStatus();
   // Only the rows whose logits are wanted go through the final norm and head.
@@ -382,14 +300,7 @@ absl::Status LlamaModel::Forward(const Stream& s,
   const int64_t rows = n - first;
   KVFOLD_RETURN_IF_ERROR(RmsNorm(s, x + first * h, w_.final_norm.as<float>(),
                                  c.rms_norm_eps, xn, rows, h));
-  const Tensor& head = w_.lm_head.empty() ? w_.embed : w_.lm_head;
-  if (s.device.kind == Device::Kind::kCpu) {
-    return Linear(s, xn, rows, head, Tensor(), logits);
-  }
-  KVFOLD_RETURN_IF_ERROR(Ensure(sc.logits, {rows, c.vocab_size}, s.device));
-  KVFOLD_RETURN_IF_ERROR(Linear(s, xn, rows, head, Tensor(), sc.logits.as<float>()));
-  return CopyToHost(s, logits, sc.logits.data(),
-                    rows * c.vocab_size * sizeof(float));
+  return Logits(s, rows, sc, logits);
 }
 
 }  // namespace kvfold

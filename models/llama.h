@@ -17,6 +17,7 @@
 #include "kernels/ops.h"
 #include "kernels/tensor.h"
 #include "models/config.h"
+#include "parallel/communicator.h"
 
 namespace kvfold {
 
@@ -38,12 +39,34 @@ struct LlamaWeights {
 
 enum class LogitsFor { kNone, kLast, kAll };
 
+class WeightSource;
+
+// What one of `size` tensor-parallel ranks holds (everything when size is
+// 1): a contiguous run of query heads with their KV heads (one replicated KV
+// head when the model has fewer KV heads than ranks), a run of MLP columns,
+// and a run of vocabulary rows of the embedding and LM head (ceil(vocab /
+// size) per rank, the last ones shorter).
+struct TpSlice {
+  int rank = 0, size = 1;
+  int q_heads = 0, q_head_begin = 0;
+  int kv_heads = 0, kv_head_begin = 0;
+  int kv_replication = 1;  // ranks sharing each KV head
+  int64_t inter = 0, inter_begin = 0;
+  int64_t vocab_rows = 0, vocab_begin = 0, vocab_pad = 0;
+};
+
+absl::StatusOr<TpSlice> MakeTpSlice(const ModelConfig& config, int rank, int size);
+
 // Where the weights live and in which type. The CPU holds f32; a CUDA device
 // holds the matrices (embedding, projections, head) as bf16, f16 or f32 and
 // the norms and biases as f32.
 struct LoadOptions {
   Device device = Device::Cpu();
   DType dtype = DType::kF32;
+  // Tensor parallelism: the TP group (null = one rank holds everything).
+  // Each rank loads and reads only its slice; Forward runs the collectives
+  // on it, so it must outlive the model.
+  Communicator* tp = nullptr;
 };
 
 // Checks a device/dtype pair (the CLI calls it before loading).
@@ -57,7 +80,12 @@ struct ForwardScratch {
   Tensor attn;         // [n, q_dim]
   Tensor gate, up;     // [n, intermediate]
   Tensor col_sums;     // [kv_heads, keys]
+  Tensor partial;      // [n, hidden] row-parallel output before its all-reduce
   Tensor logits;       // [n, vocab] (on a device; copied out to the host)
+                       // TP: [n, vocab_pad] this rank's slice
+  Tensor gathered;     // TP: [tp, n, vocab_pad] every rank's slice
+  std::vector<float> gathered_host;  // the same, on the host
+  std::vector<int32_t> local_ids;    // TP: ids in this rank's vocab slice, else -1
   Tensor ids;          // [n] i32 token ids (on a device)
   Tensor rope_device;  // [n] i32 RoPE positions (on a device)
   std::vector<int32_t> rope_positions;  // [n]
@@ -68,7 +96,7 @@ struct ForwardScratch {
 struct ModelStats {
   int64_t parameters = 0;
   int64_t weight_bytes = 0;  // as held in memory (f32 on the CPU)
-  uint64_t bytes_read = 0;   // checkpoint bytes touched while loading
+  uint64_t bytes_read = 0;   // checkpoint bytes touched while loading (this rank)
 };
 
 class LlamaModel {
@@ -84,32 +112,49 @@ class LlamaModel {
   const ModelStats& stats() const { return stats_; }
   Device device() const { return options_.device; }
   DType dtype() const { return options_.dtype; }
-  // The cache shape of this model; its stream says where the cache lives.
+  const TpSlice& tp_slice() const { return slice_; }
+  // The cache shape of this rank (its KV heads); the stream says where the
+  // cache lives.
   CacheShape cache_shape(const Stream& stream) const {
-    return {config_.num_layers, config_.num_kv_heads, config_.head_dim,
-            inv_freq_, stream};
+    return {config_.num_layers, slice_.kv_heads, config_.head_dim, inv_freq_,
+            stream};
   }
 
   // Runs `tokens` at absolute `positions` through the model on the stream
   // (which must be on the model's device), appending their keys/values to
   // `cache`. Writes logits [1 or n, vocab] to host memory `logits` as
-  // `which` says (kNone: `logits` may be null).
+  // `which` says (kNone: `logits` may be null). With tensor parallelism every
+  // rank of the group calls it with the same tokens and gets the full logits.
   absl::Status Forward(const Stream& s, absl::Span<const int32_t> tokens,
                        absl::Span<const int32_t> positions, LogitsFor which,
                        KvCache& cache, ForwardScratch& scratch,
                        float* logits) const;
 
  private:
-  LlamaModel(ModelConfig config, LlamaWeights weights, LoadOptions options);
+  LlamaModel(ModelConfig config, LlamaWeights weights, LoadOptions options,
+             TpSlice slice);
+  // Loads this rank's slice of every weight from `src` (llama_weights.cc).
+  static absl::StatusOr<std::unique_ptr<LlamaModel>> Build(
+      ModelConfig config, WeightSource& src, const LoadOptions& options);
   // Copies what the forward pass reads besides the weights to the device.
   absl::Status PlaceTables();
   absl::Status Attention(const Stream& s, int layer, const int32_t* positions,
                          int64_t n, KvCache& cache,
                          ForwardScratch& scratch) const;
+  // x[n, hidden] += this rank's row-parallel output in sc.partial, summed
+  // over the TP group.
+  absl::Status ReduceInto(const Stream& s, float* x, int64_t n,
+                          ForwardScratch& sc) const;
+  absl::Status EmbedTokens(const Stream& s, absl::Span<const int32_t> tokens,
+                           ForwardScratch& sc) const;
+  absl::Status Logits(const Stream& s, int64_t rows, ForwardScratch& sc,
+                      float* logits) const;
 
   ModelConfig config_;
   LlamaWeights w_;
   LoadOptions options_;
+  TpSlice slice_;
+  std::unique_ptr<Communicator> kv_share_;  // TP ranks sharing my KV head
   std::vector<float> inv_freq_;  // [head_dim / 2]
   Tensor inv_freq_device_;       // the same on a device (empty on the CPU)
   ModelStats stats_;

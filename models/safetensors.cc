@@ -464,4 +464,32 @@ absl::StatusOr<Tensor> WeightStore::LoadRowsF32(const std::string& name,
   return out;
 }
 
+absl::StatusOr<Tensor> WeightStore::LoadColsF32(const std::string& name,
+                                                const Shape& expected,
+                                                int64_t col_begin,
+                                                int64_t col_end) const {
+  KVFOLD_ASSIGN_OR_RETURN(const Located located, Find(name));
+  const TensorEntry& entry = *located.entry;
+  const std::string& path = located.file->path();
+  KVFOLD_ASSIGN_OR_RETURN(const DType dtype,
+                          CheckWeight(path, entry, expected));
+  if (expected.size() != 2) {
+    return Invalid(Where(path, name), "only a matrix has columns to slice");
+  }
+  const int64_t rows = expected[0], cols = expected[1];
+  if (col_begin < 0 || col_begin >= col_end || col_end > cols) {
+    return Invalid(Where(path, name), "columns [", col_begin, ", ", col_end,
+                   ") out of range for ", cols, " columns");
+  }
+  const int64_t width = col_end - col_begin;
+  const size_t elem = DTypeSize(dtype);
+  Tensor out({rows, width}, DType::kF32);
+  for (int64_t r = 0; r < rows; ++r) {
+    ConvertToF32Unaligned(dtype, entry.data + (r * cols + col_begin) * elem,
+                          out.as<float>() + r * width, width);
+  }
+  bytes_read_ += out.numel() * elem;
+  return out;
+}
+
 }  // namespace kvfold

@@ -69,6 +69,11 @@ class WeightStore {
   absl::StatusOr<Tensor> LoadRowsF32(const std::string& name,
                                      const Shape& expected, int64_t row_begin,
                                      int64_t row_end) const;
+  // Loads columns [col_begin, col_end) of a 2-D tensor (a row-parallel
+  // shard), touching only those bytes of every row.
+  absl::StatusOr<Tensor> LoadColsF32(const std::string& name,
+                                     const Shape& expected, int64_t col_begin,
+                                     int64_t col_end) const;
   // Bytes of tensor data converted so far (what loading really touched).
   uint64_t bytes_read() const { return bytes_read_; }
   std::vector<std::string> Names() const;

@@ -168,6 +168,20 @@ TEST_F(SafetensorsTest, LoadRowsReadsOnlyThoseRows) {
   ExpectError((*store)->LoadRowsF32("m", {3, 4}, 0, 1).status(), kInvalid,
               "model.safetensors", "does not match");
   EXPECT_EQ((*store)->bytes_read(), 24u + 4u + 48u);
+
+  // Columns [1, 3) of the 4x3 matrix 0..11: 8 values, 32 bytes.
+  auto cols = (*store)->LoadColsF32("m", {4, 3}, 1, 3);
+  ASSERT_TRUE(cols.ok()) << cols.status();
+  EXPECT_EQ(cols->shape(), Shape({4, 2}));
+  EXPECT_THAT(Values(*cols), ElementsAre(1, 2, 4, 5, 7, 8, 10, 11));
+  EXPECT_EQ((*store)->bytes_read(), 24u + 4u + 48u + 32u);
+  for (auto [begin, end] : {std::pair{1, 1}, {-1, 1}, {2, 4}}) {
+    ExpectError((*store)->LoadColsF32("m", {4, 3}, begin, end).status(),
+                kInvalid, "\"m\"", "out of range for 3 columns");
+  }
+  ExpectError((*store)->LoadColsF32("v", {4}, 0, 1).status(), kInvalid,
+              "\"v\"", "only a matrix");
+  EXPECT_EQ((*store)->bytes_read(), 24u + 4u + 48u + 32u);
 }
 
 TEST_F(SafetensorsTest, ShardedIndex) {

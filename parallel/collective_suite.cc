@@ -105,6 +105,24 @@ std::vector<std::string> RunCollectiveSuite(Communicator& comm) {
     }
   }
   ok(comm.Barrier(), "Barrier");
+  // Split into even and odd ranks, in reverse rank order: the new group's
+  // ranks and a sum over it follow.
+  absl::StatusOr<std::unique_ptr<Communicator>> half = comm.Split(r % 2, -r);
+  if (ok(half.status(), "Split")) {
+    Communicator& h = **half;
+    const int members = (n - r % 2 + 1) / 2;
+    std::vector<int32_t> v = {r};
+    const int want_rank = (n - 1 - r) / 2;  // members above me come first
+    int32_t want_sum = 0;
+    for (int q = r % 2; q < n; q += 2) want_sum += q;
+    if (h.size() != members || h.rank() != want_rank) {
+      fail(absl::StrCat("Split: rank ", h.rank(), " of ", h.size(), ", want ", want_rank,
+                        " of ", members));
+    } else if (ok(h.AllReduce(View(v), ReduceOp::kSum), "AllReduce after Split") &&
+               v[0] != want_sum) {
+      fail(absl::StrCat("AllReduce after Split = ", v[0], ", want ", want_sum));
+    }
+  }
   // Bad arguments fail on every rank without a collective starting.
   std::vector<float> x(3), y(4);
   if (comm.AllGather(View(x), View(y)).ok()) fail("AllGather with a wrong size succeeded");

@@ -7,9 +7,11 @@
 #ifndef KVFOLD_PARALLEL_COMMUNICATOR_H_
 #define KVFOLD_PARALLEL_COMMUNICATOR_H_
 
+#include <memory>
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "kernels/tensor.h"
 
@@ -41,6 +43,10 @@ class Communicator {
   virtual absl::Status Send(const TensorView& data, int peer, int tag) = 0;
   virtual absl::Status Recv(const TensorView& data, int peer, int tag) = 0;
   virtual absl::Status Barrier() = 0;
+  // Collective over this communicator: ranks passing the same `color` form a
+  // new communicator, ordered by `key` (ties by rank here). The result is
+  // independent of this one (it may outlive it).
+  virtual absl::StatusOr<std::unique_ptr<Communicator>> Split(int color, int key) = 0;
 };
 
 // Checks shared by the implementations: sizes, dtypes, ranks.

@@ -1,8 +1,36 @@
 #include "parallel/mesh.h"
 
 #include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
 
 namespace kvfold {
+
+absl::StatusOr<TpHeads> SplitHeads(int t, const TpLimits& limits) {
+  if (t < 1) return absl::InvalidArgumentError(absl::StrCat("--tp=", t, " must be >= 1"));
+  if (limits.heads % t != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--tp=", t, " does not divide the model's ", limits.heads, " attention heads"));
+  }
+  if (limits.intermediate % t != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--tp=", t, " does not divide the model's MLP width ", limits.intermediate));
+  }
+  if (t <= limits.kv_heads) {
+    if (limits.kv_heads % t != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--tp=", t, " does not divide the model's ", limits.kv_heads, " KV heads"));
+    }
+    return TpHeads{limits.kv_heads / t, 1};
+  }
+  // More ranks than KV heads: each KV head is replicated on t / kv_heads
+  // ranks, which must come out whole.
+  if (t % limits.kv_heads != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--tp=", t, " is larger than the model's ", limits.kv_heads,
+        " KV heads and not a multiple of them, so the heads cannot be replicated evenly"));
+  }
+  return TpHeads{1, t / limits.kv_heads};
+}
 
 absl::StatusOr<Mesh> Mesh::Create(int world, int rank, MeshShape shape,
                                   const TpLimits& limits) {
@@ -18,37 +46,13 @@ absl::StatusOr<Mesh> Mesh::Create(int world, int rank, MeshShape shape,
         "world size ", world, " is not divisible by --tp=", shape.tp, " x --sp=", shape.sp,
         " (the data-parallel degree is world / (tp x sp))"));
   }
-  const int t = shape.tp;
-  if (limits.heads % t != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--tp=", t, " does not divide the model's ", limits.heads, " attention heads"));
-  }
-  if (limits.intermediate % t != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--tp=", t, " does not divide the model's MLP width ", limits.intermediate));
-  }
+  KVFOLD_ASSIGN_OR_RETURN(const TpHeads heads, SplitHeads(shape.tp, limits));
   Mesh m;
-  if (t <= limits.kv_heads) {
-    if (limits.kv_heads % t != 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--tp=", t, " does not divide the model's ", limits.kv_heads, " KV heads"));
-    }
-    m.local_kv_heads_ = limits.kv_heads / t;
-    m.kv_replication_ = 1;
-  } else {
-    // More ranks than KV heads: each KV head is replicated on t / kv_heads
-    // ranks, which must come out whole.
-    if (t % limits.kv_heads != 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--tp=", t, " is larger than the model's ", limits.kv_heads,
-          " KV heads and not a multiple of them, so the heads cannot be replicated evenly"));
-    }
-    m.local_kv_heads_ = 1;
-    m.kv_replication_ = t / limits.kv_heads;
-  }
+  m.local_kv_heads_ = heads.local_kv_heads;
+  m.kv_replication_ = heads.kv_replication;
   m.world_ = world;
   m.rank_ = rank;
-  m.tp_ = t;
+  m.tp_ = shape.tp;
   m.sp_ = shape.sp;
   return m;
 }

@@ -24,6 +24,15 @@ struct TpLimits {
   int64_t intermediate = 1;  // MLP width
 };
 
+// How a TP degree splits the heads: KV heads per rank (kv_heads / tp, or 1
+// when replicated) and how many TP ranks share one KV head. Errors name the
+// flag and the model's numbers.
+struct TpHeads {
+  int local_kv_heads = 1;
+  int kv_replication = 1;
+};
+absl::StatusOr<TpHeads> SplitHeads(int tp, const TpLimits& limits);
+
 class Mesh {
  public:
   static absl::StatusOr<Mesh> Create(int world, int rank, MeshShape shape,

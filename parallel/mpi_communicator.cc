@@ -59,6 +59,9 @@ absl::StatusOr<std::unique_ptr<MpiCommunicator>> MpiCommunicator::World(
 
 MpiCommunicator::~MpiCommunicator() {
   for (State::PendingSend& s : state_->sends) MPI_Request_free(&s.request);
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (state_->comm != MPI_COMM_WORLD && !finalized) MPI_Comm_free(&state_->comm);
 }
 
 void MpiCommunicator::Abort(const std::string& why, int code) {
@@ -178,6 +181,21 @@ absl::Status MpiCommunicator::Barrier() {
   }
   state_->sends.clear();
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Communicator>> MpiCommunicator::Split(int color, int key) {
+  // MPI_Comm_split blocks without a deadline: meet in a timed barrier first,
+  // so a missing rank is reported instead of hanging the split.
+  KVFOLD_RETURN_IF_ERROR(Barrier());
+  std::unique_ptr<MpiCommunicator> c(new MpiCommunicator());
+  c->state_ = std::make_unique<State>();
+  c->timeout_ = timeout_;
+  KVFOLD_RETURN_IF_ERROR(
+      Started(MPI_Comm_split(state_->comm, color, key, &c->state_->comm), rank_, "Split"));
+  MPI_Comm_set_errhandler(c->state_->comm, MPI_ERRORS_RETURN);
+  MPI_Comm_rank(c->state_->comm, &c->rank_);
+  MPI_Comm_size(c->state_->comm, &c->size_);
+  return std::unique_ptr<Communicator>(std::move(c));
 }
 
 }  // namespace kvfold

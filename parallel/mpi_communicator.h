@@ -33,6 +33,7 @@ class MpiCommunicator : public Communicator {
   absl::Status Send(const TensorView& data, int peer, int tag) override;
   absl::Status Recv(const TensorView& data, int peer, int tag) override;
   absl::Status Barrier() override;
+  absl::StatusOr<std::unique_ptr<Communicator>> Split(int color, int key) override;
 
   // Ends the whole job (MPI_Abort) with `code`, after printing `why`.
   [[noreturn]] static void Abort(const std::string& why, int code);

@@ -7,6 +7,7 @@
 #include <map>
 #include <string>
 #include <tuple>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -24,6 +25,8 @@ struct ThreadGroup::Shared {
   std::vector<const void*> inputs;   // per rank, valid between the barriers
   std::vector<std::string> signatures;
   std::map<std::tuple<int, int, int>, std::deque<std::string>> mail;  // (from, to, tag)
+  // Groups made by Split, by (generation of the split, color).
+  std::map<std::pair<int64_t, int>, std::shared_ptr<Shared>> splits;
 };
 
 namespace {
@@ -134,6 +137,36 @@ class ThreadComm : public Communicator {
     return Collective("Barrier", nullptr, [] {});
   }
 
+  absl::StatusOr<std::unique_ptr<Communicator>> Split(int color, int key) override {
+    const std::pair<int, int> mine{color, key};
+    std::unique_ptr<Communicator> out;
+    KVFOLD_RETURN_IF_ERROR(Collective("Split", &mine, [&] {
+      std::vector<std::pair<int, int>> members;  // (key, rank) of my color
+      for (int r = 0; r < s_->size; ++r) {
+        const auto* p = static_cast<const std::pair<int, int>*>(s_->inputs[r]);
+        if (p->first == color) members.push_back({p->second, r});
+      }
+      std::sort(members.begin(), members.end());
+      const int index = int(std::find(members.begin(), members.end(),
+                                      std::make_pair(key, rank_)) - members.begin());
+      absl::MutexLock lock(&s_->mu);
+      // The generation stays put until every rank has left this collective.
+      std::shared_ptr<ThreadGroup::Shared>& group = s_->splits[{s_->generation, color}];
+      if (group == nullptr) group = NewShared(int(members.size()), s_->timeout);
+      out = std::make_unique<ThreadComm>(group, index);
+    }));
+    return out;
+  }
+
+  static std::shared_ptr<ThreadGroup::Shared> NewShared(int size, absl::Duration timeout) {
+    auto shared = std::make_shared<ThreadGroup::Shared>();
+    shared->size = size;
+    shared->timeout = timeout;
+    shared->inputs.assign(size, nullptr);
+    shared->signatures.assign(size, "");
+    return shared;
+  }
+
  private:
   static std::string Signature(const char* op, const TensorView& t, int arg) {
     return absl::StrCat(op, "/", DTypeName(t.dtype), "/", t.numel(), "/", arg);
@@ -189,11 +222,7 @@ class ThreadComm : public Communicator {
 }  // namespace
 
 ThreadGroup::ThreadGroup(int size, absl::Duration timeout)
-    : shared_(std::make_shared<Shared>()) {
-  shared_->size = size;
-  shared_->timeout = timeout;
-  shared_->inputs.assign(size, nullptr);
-  shared_->signatures.assign(size, "");
+    : shared_(ThreadComm::NewShared(size, timeout)) {
   for (int r = 0; r < size; ++r) ranks_.push_back(std::make_unique<ThreadComm>(shared_, r));
 }
 

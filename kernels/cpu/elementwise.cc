@@ -120,7 +120,11 @@ absl::Status Embedding(const Stream& s, const void* table, DType table_type,
   const float* t = static_cast<const float*>(table);
   ParallelFor(s, n, [&](int64_t t0, int64_t t1) {
     for (int64_t i = t0; i < t1; ++i) {
-      std::memcpy(out + i * dim, t + int64_t(ids[i]) * dim, dim * sizeof(float));
+      if (ids[i] < 0) {
+        std::memset(out + i * dim, 0, dim * sizeof(float));
+      } else {
+        std::memcpy(out + i * dim, t + int64_t(ids[i]) * dim, dim * sizeof(float));
+      }
     }
   });
   return absl::OkStatus();

@@ -154,7 +154,7 @@ TEST_F(CudaOpsTest, RopeMatchesCpu) {
 TEST_F(CudaOpsTest, EmbeddingMatchesCpu) {
   const int64_t vocab = 1009, dim = 333;
   std::vector<float> table = Random(vocab * dim, 6);
-  std::vector<int32_t> ids = {0, 1008, 5, 5, 777};
+  std::vector<int32_t> ids = {0, 1008, 5, -1, 5, 777};  // -1: a zero row
   for (DType t : {DType::kF32, DType::kBF16, DType::kF16}) {
     std::vector<float> ref = table;
     Tensor dt = t == DType::kF32 ? Up(table) : Up(Round(table, t, &ref), t);

@@ -132,8 +132,13 @@ __device__ float Load(const __half* p, int64_t i) { return __half2float(p[i]); }
 template <typename T>
 __global__ void EmbeddingKernel(const T* table, const int32_t* ids,
                                 int64_t dim, float* out) {
-  const T* row = table + int64_t(ids[blockIdx.x]) * dim;
+  const int32_t id = ids[blockIdx.x];
   float* dst = out + blockIdx.x * dim;
+  if (id < 0) {  // held by another tensor-parallel rank
+    for (int64_t j = threadIdx.x; j < dim; j += blockDim.x) dst[j] = 0.0f;
+    return;
+  }
+  const T* row = table + int64_t(id) * dim;
   for (int64_t j = threadIdx.x; j < dim; j += blockDim.x) dst[j] = Load(row, j);
 }
 
