@@ -6,7 +6,8 @@
 // the timeout passes; a timeout or an asynchronous NCCL error aborts the
 // communicator (ncclCommAbort) and returns DeadlineExceeded / Internal naming
 // the rank and the operation. After that every call fails at once: the job
-// should stop, as with MPI.
+// should stop, as with MPI. The destructor waits (up to the timeout) for the
+// other ranks to finish with the communicator, then aborts it.
 //
 // Contract beyond communicator.h:
 // - TensorView.data is a device pointer on this communicator's CUDA device;

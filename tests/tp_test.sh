@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# tp_test under mpirun with 2 and 4 ranks (MPI communicator, CPU,
+# oversubscribed): tensor-parallel logits and greedy tokens vs TP = 1 and
+# transformers on every golden checkpoint.
+set -u
+BIN="$1"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export TMPDIR="${TEST_TMPDIR:-$(mktemp -d)}"
+failures=0
+for n in 2 4; do
+  if timeout -k 5 300 mpirun -np "$n" --oversubscribe --bind-to none \
+      --mca btl self,vader --mca btl_vader_backing_directory "$TMPDIR" \
+      --mca pml ob1 --mca oob_tcp_if_include lo "$BIN" >"$TMPDIR/out" 2>&1; then
+    echo "ok: TP=$n"
+    grep -E "^rank 0 " "$TMPDIR/out"
+  else
+    echo "FAIL: TP=$n"; cat "$TMPDIR/out"; failures=$((failures + 1))
+  fi
+done
+echo "tp_test: $failures failure(s)"
+[ "$failures" -eq 0 ]
