@@ -133,12 +133,8 @@ absl::Status LlamaModel::Attention(const Stream& s, int layer,
   a.head_dim = c.head_dim;
   a.scale = 1.0f / std::sqrt(float(c.head_dim));
   KVFOLD_RETURN_IF_ERROR(kvfold::Attention(s, a));
-  if (a.col_sums != nullptr && kv_share_ != nullptr) {
-    // A replicated KV head's statistics sum over all its query heads, which
-    // the ranks sharing it hold between them.
-    KVFOLD_RETURN_IF_ERROR(kv_share_->AllReduce(
-        TensorView{a.col_sums, DType::kF32, s.device, {slice_.kv_heads * view.length}},
-        ReduceOp::kSum));
+  if (a.col_sums != nullptr && slice_.kv_replication > 1) {
+    KVFOLD_RETURN_IF_ERROR(ShareColumnSums(s, view.length, sc));
   }
   KVFOLD_RETURN_IF_ERROR(
       cache.AfterAttention(layer, {a.col_sums, nullptr, n}));
@@ -150,6 +146,27 @@ absl::Status LlamaModel::Attention(const Stream& s, int layer,
   KVFOLD_RETURN_IF_ERROR(
       Linear(s, sc.attn.as<float>(), n, l.wo, l.bo, sc.partial.as<float>()));
   return ReduceInto(s, sc.x.as<float>(), n, sc);
+}
+
+absl::Status LlamaModel::ShareColumnSums(const Stream& s, int64_t length,
+                                         ForwardScratch& sc) const {
+  // A replicated KV head's statistics sum over all its query heads, which
+  // the ranks sharing it hold between them: gather every rank's sums and add
+  // those of the sharing ranks, in rank order (so all of them agree).
+  const TpSlice& t = slice_;
+  KVFOLD_RETURN_IF_ERROR(Ensure(sc.gathered, {t.size, length}, s.device));
+  float* all = sc.gathered.as<float>();
+  float* mine = sc.col_sums.as<float>();
+  KVFOLD_RETURN_IF_ERROR(options_.tp->AllGather(
+      TensorView{mine, DType::kF32, s.device, {length}},
+      TensorView{all, DType::kF32, s.device, {t.size * length}}));
+  const int first = t.rank / t.kv_replication * t.kv_replication;
+  KVFOLD_RETURN_IF_ERROR(
+      CopyOnDevice(s, mine, all + first * length, length * sizeof(float)));
+  for (int r = first + 1; r < first + t.kv_replication; ++r) {
+    KVFOLD_RETURN_IF_ERROR(AddInPlace(s, mine, all + r * length, length));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status LlamaModel::ReduceInto(const Stream& s, float* x, int64_t n,

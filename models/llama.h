@@ -83,7 +83,8 @@ struct ForwardScratch {
   Tensor partial;      // [n, hidden] row-parallel output before its all-reduce
   Tensor logits;       // [n, vocab] (on a device; copied out to the host)
                        // TP: [n, vocab_pad] this rank's slice
-  Tensor gathered;     // TP: [tp, n, vocab_pad] every rank's slice
+  Tensor gathered;     // TP: [tp, n, vocab_pad] every rank's logits slice, or
+                       // [tp, keys] every rank's column sums
   std::vector<float> gathered_host;  // the same, on the host
   std::vector<int32_t> local_ids;    // TP: ids in this rank's vocab slice, else -1
   Tensor ids;          // [n] i32 token ids (on a device)
@@ -145,6 +146,10 @@ class LlamaModel {
   // over the TP group.
   absl::Status ReduceInto(const Stream& s, float* x, int64_t n,
                           ForwardScratch& sc) const;
+  // Replicated KV heads (kv_heads < TP ranks): sums sc.col_sums [1, length]
+  // over the ranks sharing this rank's KV head.
+  absl::Status ShareColumnSums(const Stream& s, int64_t length,
+                               ForwardScratch& sc) const;
   absl::Status EmbedTokens(const Stream& s, absl::Span<const int32_t> tokens,
                            ForwardScratch& sc) const;
   absl::Status Logits(const Stream& s, int64_t rows, ForwardScratch& sc,
@@ -154,7 +159,6 @@ class LlamaModel {
   LlamaWeights w_;
   LoadOptions options_;
   TpSlice slice_;
-  std::unique_ptr<Communicator> kv_share_;  // TP ranks sharing my KV head
   std::vector<float> inv_freq_;  // [head_dim / 2]
   Tensor inv_freq_device_;       // the same on a device (empty on the CPU)
   ModelStats stats_;

@@ -238,10 +238,6 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Build(ModelConfig c,
   std::unique_ptr<LlamaModel> m(new LlamaModel(std::move(c), std::move(w), o, t));
   KVFOLD_RETURN_IF_ERROR(m->PlaceTables());
   m->stats_.bytes_read = src.bytes_read();
-  if (t.kv_replication > 1) {
-    // Ranks sharing a KV head sum their query heads' attention statistics.
-    KVFOLD_ASSIGN_OR_RETURN(m->kv_share_, o.tp->Split(t.kv_head_begin, t.rank));
-  }
   return m;
 }
 
