@@ -19,6 +19,11 @@ namespace kvfold {
 absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& text,
                                               const std::string& source);
 
+class Ranks;
+
+// Prefixes "--" to a validation message, which names the field as its flag.
+absl::Status AsFlagError(const absl::Status& s);
+
 // The --cache* flags (cache_flags.cc).
 absl::StatusOr<CacheConfig> CacheConfigFromFlags();
 
@@ -37,8 +42,9 @@ absl::StatusOr<ModelConfig> BenchShape(const std::string& name);
 // JSON-ready accounting of a cache.
 nlohmann::json CacheStatsJson(const CacheStats& stats);
 
-absl::Status RunGenerate();    // flags: --model --ids|--ids_file, sampling
-absl::Status RunScore();       // flags: --model --ids|--ids_file
+// generate.cc: run on every rank of the job (launch/ranks.h).
+absl::Status RunGenerate(Ranks& ranks);  // flags: --model --ids|--text..., sampling
+absl::Status RunScore(Ranks& ranks);     // flags: --model --ids|--text...
 absl::Status RunBench();       // flags: --shape --prefill_tokens ...
 absl::Status RunBenchCache();  // flags: --cache* --doc_lengths ...
 absl::Status RunBenchGpu();    // flags: --gpu_shapes --gpu_doc_lengths ...

@@ -40,5 +40,11 @@ ABSL_DECLARE_FLAG(int32_t, cache_sinks);
 ABSL_DECLARE_FLAG(int32_t, cache_window);
 ABSL_DECLARE_FLAG(std::string, cache_config);
 ABSL_DECLARE_FLAG(std::string, question_mode);
+ABSL_DECLARE_FLAG(int32_t, tp);
+ABSL_DECLARE_FLAG(int32_t, sp);
+ABSL_DECLARE_FLAG(double, collective_timeout);
+ABSL_DECLARE_FLAG(double, job_timeout);
+ABSL_DECLARE_FLAG(std::string, documents_file);
+ABSL_DECLARE_FLAG(std::string, fault);
 
 #endif  // KVFOLD_LAUNCH_FLAGS_H_

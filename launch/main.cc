@@ -1,5 +1,6 @@
 // kvfold: long-context LLM inference with a fixed-size KV cache.
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <new>
 #include <string>
@@ -8,8 +9,10 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
 #include "launch/commands.h"
 #include "launch/flags.h"
+#include "launch/ranks.h"
 
 ABSL_FLAG(std::string, model, "",
           "Hugging Face checkpoint directory (config.json + safetensors)");
@@ -69,6 +72,24 @@ ABSL_FLAG(std::string, question_mode, "",
           "agnostic (compress the document alone; default) or aware (the "
           "question joins the last compression)");
 
+ABSL_FLAG(int32_t, tp, 1,
+          "tensor-parallel ranks per model replica (under mpirun; divides the "
+          "attention heads and MLP width; KV heads split or replicated)");
+ABSL_FLAG(int32_t, sp, 1,
+          "sequence-parallel ranks (not implemented yet: must be 1); the "
+          "data-parallel degree is world / (tp x sp)");
+ABSL_FLAG(double, collective_timeout, 120,
+          "seconds a rank waits in one collective before the job fails");
+ABSL_FLAG(double, job_timeout, 86400,
+          "seconds the writer waits for one document's results from another "
+          "data-parallel replica");
+ABSL_FLAG(std::string, documents_file, "",
+          "generate: one document per line as token ids, shared out over the "
+          "data-parallel replicas; each gets the --questions");
+ABSL_FLAG(std::string, fault, "",
+          "testing failure handling: RANK:error|throw|kill makes that rank fail "
+          "after start-up");
+
 namespace {
 
 constexpr char kUsage[] =
@@ -96,6 +117,9 @@ constexpr char kUsage[] =
     "  bench_tokenizer --tokenizer=DIR --text_file=F [--repeats --ids_out]\n"
     "            encode MB/s of tokenizer.json on a text (one core)\n\n"
     "Device: --device=auto|cpu|cuda|cuda:N --dtype=auto|f32|bf16|f16\n\n"
+    "Ranks (generate, score under mpirun -np N): --tp=T [--sp=1]\n"
+    "  [--documents_file=F] --collective_timeout=S; data-parallel degree\n"
+    "  N / (T x S); rank 0 writes every result\n\n"
     "KV cache (generate, score): --cache=full|streaming|h2o|snapkv|\n"
     "  pyramidkv|kvmerger --cache_slots=N [--cache_window --cache_sinks\n"
     "  --cache_layer_slots --cache_config=FILE --question_mode=agnostic|aware]\n\n"
@@ -111,14 +135,18 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string command = args[1];
-  static const std::map<std::string, absl::Status (*)()> kCommands = {
+  using Command = std::function<absl::Status(kvfold::Ranks&)>;
+  auto alone = [](absl::Status (*run)()) {
+    return Command([run](kvfold::Ranks&) { return run(); });
+  };
+  static const std::map<std::string, Command> kCommands = {
       {"generate", kvfold::RunGenerate},
       {"score", kvfold::RunScore},
-      {"tokenize", kvfold::RunTokenize},
-      {"bench", kvfold::RunBench},
-      {"bench_cache", kvfold::RunBenchCache},
-      {"bench_gpu", kvfold::RunBenchGpu},
-      {"bench_tokenizer", kvfold::RunBenchTokenizer},
+      {"tokenize", alone(kvfold::RunTokenize)},
+      {"bench", alone(kvfold::RunBench)},
+      {"bench_cache", alone(kvfold::RunBenchCache)},
+      {"bench_gpu", alone(kvfold::RunBenchGpu)},
+      {"bench_tokenizer", alone(kvfold::RunBenchTokenizer)},
   };
   auto run = kCommands.find(command);
   if (run == kCommands.end()) {
@@ -126,18 +154,23 @@ int main(int argc, char** argv) {
                  kUsage);
     return 2;
   }
+  absl::StatusOr<std::unique_ptr<kvfold::Ranks>> ranks = kvfold::Ranks::Start();
+  if (!ranks.ok()) {
+    std::fprintf(stderr, "kvfold: error: %s\n", std::string(ranks.status().message()).c_str());
+    return 1;
+  }
   absl::Status status;
   try {
-    status = run->second();
+    status = run->second(**ranks);
   } catch (const std::bad_alloc&) {
     // Allocation is not checked at every Tensor; say what happened, not abort.
-    std::fprintf(stderr, "kvfold: error: out of memory (%s)\n", command.c_str());
-    return 1;
+    status = absl::ResourceExhaustedError(absl::StrCat("out of memory (", command, ")"));
+  } catch (const std::exception& e) {
+    status = absl::InternalError(absl::StrCat("unexpected exception: ", e.what()));
   }
-  if (!status.ok()) {
-    std::fprintf(stderr, "kvfold: error: %s\n",
-                 std::string(status.message()).c_str());
-    return 1;
-  }
-  return 0;
+  if (status.ok()) return 0;
+  // Start-up failures were agreed and printed by rank 0; any other failure
+  // ends the whole job from here.
+  if (!(*ranks)->reported()) (*ranks)->Fail(std::string(status.message()), 1);
+  return 1;
 }

@@ -4,7 +4,7 @@
 #ifndef KVFOLD_PARALLEL_NCCL_NCCL_CHECK_H_
 #define KVFOLD_PARALLEL_NCCL_NCCL_CHECK_H_
 
-#include <cuda_runtime_api.h>
+#include <cuda_runtime.h>
 #include <nccl.h>
 
 #include "absl/status/status.h"
@@ -14,34 +14,39 @@ namespace kvfold::nccl {
 
 // ncclInProgress is not an error: on a non-blocking communicator it means
 // "enqueued, still being set up"; the caller polls ncclCommGetAsyncError.
-inline bool NcclOk(ncclResult_t r) { return r == ncclSuccess || r == ncclInProgress; }
-
-inline absl::Status NcclError(ncclResult_t r, const char* expr, const char* file, int line) {
-  return absl::InternalError(absl::StrCat(expr, " failed at ", file, ":", line, ": ",
-                                          ncclGetErrorString(r), " (", ncclGetLastError(nullptr),
-                                          ")"));
+inline bool NcclOk(ncclResult_t r) {
+  return r == ncclSuccess || r == ncclInProgress;
 }
 
-inline absl::Status CudaError(cudaError_t e, const char* expr, const char* file, int line) {
-  return absl::InternalError(absl::StrCat(expr, " failed at ", file, ":", line, ": ",
-                                          cudaGetErrorName(e), ": ", cudaGetErrorString(e)));
+inline absl::Status NcclError(ncclResult_t r, const char* expr,
+                              const char* file, int line) {
+  return absl::InternalError(absl::StrCat(expr, " failed at ", file, ":", line,
+                                          ": ", ncclGetErrorString(r), " (",
+                                          ncclGetLastError(nullptr), ")"));
+}
+
+inline absl::Status CudaError(cudaError_t e, const char* expr, const char* file,
+                              int line) {
+  return absl::InternalError(absl::StrCat(expr, " failed at ", file, ":", line,
+                                          ": ", cudaGetErrorName(e), ": ",
+                                          cudaGetErrorString(e)));
 }
 
 }  // namespace kvfold::nccl
 
-#define NCCL_RETURN_IF_ERROR(expr)                                            \
-  do {                                                                        \
-    const ncclResult_t kvfold_r = (expr);                                     \
-    if (!::kvfold::nccl::NcclOk(kvfold_r))                                    \
+#define NCCL_RETURN_IF_ERROR(expr)                                           \
+  do {                                                                       \
+    const ncclResult_t kvfold_r = (expr);                                    \
+    if (!::kvfold::nccl::NcclOk(kvfold_r))                                   \
       return ::kvfold::nccl::NcclError(kvfold_r, #expr, __FILE__, __LINE__); \
   } while (0)
 
 // The CUDA twin of NCCL_RETURN_IF_ERROR (kernels/cuda/cuda_check.h is
 // private to the .cu files of kernels/cuda).
-#define NCCL_CUDA_RETURN_IF_ERROR(expr)                                       \
-  do {                                                                        \
-    const cudaError_t kvfold_e = (expr);                                      \
-    if (kvfold_e != cudaSuccess)                                              \
+#define NCCL_CUDA_RETURN_IF_ERROR(expr)                                      \
+  do {                                                                       \
+    const cudaError_t kvfold_e = (expr);                                     \
+    if (kvfold_e != cudaSuccess)                                             \
       return ::kvfold::nccl::CudaError(kvfold_e, #expr, __FILE__, __LINE__); \
   } while (0)
 

@@ -1,6 +1,6 @@
 #include "parallel/nccl/nccl_communicator.h"
 
-#include <cuda_runtime_api.h>
+#include <cuda_runtime.h>
 #include <nccl.h>
 
 #include <array>
@@ -24,7 +24,9 @@ struct NcclCommunicator::State {
 
 namespace {
 
-ncclDataType_t Type(DType t) { return t == DType::kI32 ? ncclInt32 : ncclFloat32; }
+ncclDataType_t Type(DType t) {
+  return t == DType::kI32 ? ncclInt32 : ncclFloat32;
+}
 ncclRedOp_t Op(ReduceOp op) { return op == ReduceOp::kSum ? ncclSum : ncclMax; }
 
 // Makes a device current for the calling thread and restores the caller's
@@ -56,7 +58,8 @@ void Pause(int spins) {
 
 // Polls a non-blocking communicator until its pending set-up (init, split,
 // finalize) is over; `where` names the rank and the operation.
-absl::Status WaitReady(ncclComm_t comm, absl::Duration timeout, const std::string& where) {
+absl::Status WaitReady(ncclComm_t comm, absl::Duration timeout,
+                       const std::string& where) {
   const absl::Time deadline = absl::Now() + timeout;
   for (int spins = 0;; ++spins) {
     ncclResult_t state = ncclInProgress;
@@ -64,13 +67,14 @@ absl::Status WaitReady(ncclComm_t comm, absl::Duration timeout, const std::strin
     if (r != ncclSuccess) state = r;
     if (state == ncclSuccess) return absl::OkStatus();
     if (state != ncclInProgress) {
-      return absl::InternalError(absl::StrCat(where, ": ", ncclGetErrorString(state), " (",
+      return absl::InternalError(absl::StrCat(where, ": ",
+                                              ncclGetErrorString(state), " (",
                                               ncclGetLastError(comm), ")"));
     }
     if (absl::Now() > deadline) {
-      return absl::DeadlineExceededError(absl::StrCat(where, " timed out after ",
-                                                      absl::FormatDuration(timeout),
-                                                      " (a rank failed or never arrived)"));
+      return absl::DeadlineExceededError(absl::StrCat(
+          where, " timed out after ", absl::FormatDuration(timeout),
+          " (a rank failed or never arrived)"));
     }
     Pause(spins);
   }
@@ -78,9 +82,23 @@ absl::Status WaitReady(ncclComm_t comm, absl::Duration timeout, const std::strin
 
 // A stream and the barrier word, for a communicator on the current device.
 absl::Status CreateStream(NcclCommunicator::State& s) {
-  NCCL_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
+  NCCL_CUDA_RETURN_IF_ERROR(
+      cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
   NCCL_CUDA_RETURN_IF_ERROR(cudaMalloc(&s.barrier, sizeof(int32_t)));
-  NCCL_CUDA_RETURN_IF_ERROR(cudaMemsetAsync(s.barrier, 0, sizeof(int32_t), s.stream));
+  NCCL_CUDA_RETURN_IF_ERROR(
+      cudaMemsetAsync(s.barrier, 0, sizeof(int32_t), s.stream));
+  return absl::OkStatus();
+}
+
+// A device index that does not exist is the caller's mistake, not CUDA's.
+absl::Status CheckDevice(int device) {
+  int count = 0;
+  NCCL_CUDA_RETURN_IF_ERROR(cudaGetDeviceCount(&count));
+  if (device < 0 || device >= count) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("there is no CUDA device ", device, " (", count,
+                     " visible; see CUDA_VISIBLE_DEVICES)"));
+  }
   return absl::OkStatus();
 }
 
@@ -98,7 +116,8 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(
   const int rank = bootstrap.rank();
   const std::string where = absl::StrCat("nccl rank ", rank, ": ");
   DeviceScope scope;
-  absl::Status local = scope.Enter(cuda_device);
+  absl::Status local = CheckDevice(cuda_device);
+  if (local.ok()) local = scope.Enter(cuda_device);
   // Rank 0's id as i32 words behind a flag word (1: rank 0 made an id), so
   // the others fail at once when it could not, instead of timing out.
   static_assert(sizeof(ncclUniqueId) % sizeof(int32_t) == 0);
@@ -114,16 +133,18 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(
       std::memcpy(&words[1], &id, sizeof id);
     }
   }
-  const TensorView view{words.data(), DType::kI32, Device::Cpu(),
+  const TensorView view{words.data(),
+                        DType::kI32,
+                        Device::Cpu(),
                         {static_cast<int64_t>(words.size())}};
   KVFOLD_RETURN_IF_ERROR(bootstrap.Broadcast(view, 0));
   if (!local.ok()) {
-    return absl::Status(local.code(), absl::StrCat(where, "cuda:", cuda_device, ": ",
-                                                   local.message()));
+    return absl::Status(local.code(), absl::StrCat(where, "cuda:", cuda_device,
+                                                   ": ", local.message()));
   }
   if (words[0] != 1) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(where, "rank 0 could not create the NCCL id (see its error)"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        where, "rank 0 could not create the NCCL id (see its error)"));
   }
   ncclUniqueId id;
   std::memcpy(&id, &words[1], sizeof id);
@@ -139,7 +160,8 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(
   absl::Status init = [&] {
     NCCL_RETURN_IF_ERROR(
         ncclCommInitRankConfig(&c->state_->comm, c->size_, id, rank, &config));
-    return WaitReady(c->state_->comm, timeout, where + "ncclCommInitRankConfig");
+    return WaitReady(c->state_->comm, timeout,
+                     where + "ncclCommInitRankConfig");
   }();
   if (!init.ok()) return c->Fail(std::move(init));
   return c;
@@ -171,23 +193,31 @@ absl::Status NcclCommunicator::Fail(absl::Status error) {
     state_->comm = nullptr;
   }
   if (state_->failure.empty()) {
-    state_->failure = absl::StrCat(error.message(), "; the NCCL communicator is aborted");
+    state_->failure =
+        absl::StrCat(error.message(), "; the NCCL communicator is aborted");
   }
   return error;
 }
 
-absl::Status NcclCommunicator::CheckUsable(const TensorView& t, const char* op) const {
-  if (!state_->failure.empty()) {
-    return absl::AbortedError(absl::StrCat("nccl rank ", rank_, ": ", op,
-                                           " after an earlier failure: ", state_->failure));
-  }
+absl::Status NcclCommunicator::CheckAlive(const char* op) const {
+  if (state_->failure.empty()) return absl::OkStatus();
+  return absl::AbortedError(
+      absl::StrCat("nccl rank ", rank_, ": ", op,
+                   " after an earlier failure: ", state_->failure));
+}
+
+absl::Status NcclCommunicator::CheckUsable(const TensorView& t,
+                                           const char* op) const {
+  KVFOLD_RETURN_IF_ERROR(CheckAlive(op));
   if (t.numel() == 0) return absl::OkStatus();
   if (!(t.device == Device::Cuda(device_))) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        op, ": the tensor is on ", t.device.ToString(), ", this NCCL communicator on cuda:",
-        device_));
+    return absl::InvalidArgumentError(
+        absl::StrCat(op, ": the tensor is on ", t.device.ToString(),
+                     ", this NCCL communicator on cuda:", device_));
   }
-  if (t.data == nullptr) return absl::InvalidArgumentError(absl::StrCat(op, ": null data"));
+  if (t.data == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": null data"));
+  }
   return absl::OkStatus();
 }
 
@@ -196,8 +226,8 @@ absl::Status NcclCommunicator::Run(const std::string& what,
   DeviceScope scope;
   KVFOLD_RETURN_IF_ERROR(scope.Enter(device_));
   if (absl::Status s = enqueue(); !s.ok()) {
-    return Fail(absl::Status(s.code(),
-                             absl::StrCat("nccl rank ", rank_, ": ", what, ": ", s.message())));
+    return Fail(absl::Status(s.code(), absl::StrCat("nccl rank ", rank_, ": ",
+                                                    what, ": ", s.message())));
   }
   return Wait(what);
 }
@@ -215,17 +245,18 @@ absl::Status NcclCommunicator::Wait(const std::string& what) {
       const cudaError_t e = cudaStreamQuery(state_->stream);
       if (e == cudaSuccess) return absl::OkStatus();
       if (e != cudaErrorNotReady) {
-        return Fail(absl::InternalError(
-            absl::StrCat(where, ": ", cudaGetErrorName(e), ": ", cudaGetErrorString(e))));
+        return Fail(absl::InternalError(absl::StrCat(
+            where, ": ", cudaGetErrorName(e), ": ", cudaGetErrorString(e))));
       }
     } else if (state != ncclInProgress) {
-      return Fail(absl::InternalError(absl::StrCat(where, ": ", ncclGetErrorString(state), " (",
-                                                   ncclGetLastError(state_->comm), ")")));
+      return Fail(absl::InternalError(
+          absl::StrCat(where, ": ", ncclGetErrorString(state), " (",
+                       ncclGetLastError(state_->comm), ")")));
     }
     if (absl::Now() > deadline) {
-      return Fail(absl::DeadlineExceededError(
-          absl::StrCat(where, " timed out after ", absl::FormatDuration(timeout_),
-                       " (a rank failed or never arrived)")));
+      return Fail(absl::DeadlineExceededError(absl::StrCat(
+          where, " timed out after ", absl::FormatDuration(timeout_),
+          " (a rank failed or never arrived)")));
     }
     Pause(spins);
   }
@@ -236,26 +267,30 @@ absl::Status NcclCommunicator::AllReduce(const TensorView& data, ReduceOp op) {
   KVFOLD_RETURN_IF_ERROR(CheckUsable(data, "AllReduce"));
   if (data.numel() == 0) return absl::OkStatus();  // the same on every rank
   return Run("AllReduce", [&] {
-    NCCL_RETURN_IF_ERROR(ncclAllReduce(data.data, data.data, data.numel(), Type(data.dtype),
-                                       Op(op), state_->comm, state_->stream));
+    NCCL_RETURN_IF_ERROR(ncclAllReduce(data.data, data.data, data.numel(),
+                                       Type(data.dtype), Op(op), state_->comm,
+                                       state_->stream));
     return absl::OkStatus();
   });
 }
 
-absl::Status NcclCommunicator::AllGather(const TensorView& send, const TensorView& recv) {
+absl::Status NcclCommunicator::AllGather(const TensorView& send,
+                                         const TensorView& recv) {
   KVFOLD_RETURN_IF_ERROR(CheckGather(send, recv, size_, "AllGather"));
   KVFOLD_RETURN_IF_ERROR(CheckUsable(send, "AllGather"));
   KVFOLD_RETURN_IF_ERROR(CheckUsable(recv, "AllGather"));
   if (send.numel() == 0) return absl::OkStatus();
   // As bytes: gathering does not look at the values, so any dtype works.
   return Run("AllGather", [&] {
-    NCCL_RETURN_IF_ERROR(ncclAllGather(send.data, recv.data, send.bytes(), ncclUint8,
-                                       state_->comm, state_->stream));
+    NCCL_RETURN_IF_ERROR(ncclAllGather(send.data, recv.data, send.bytes(),
+                                       ncclUint8, state_->comm,
+                                       state_->stream));
     return absl::OkStatus();
   });
 }
 
-absl::Status NcclCommunicator::ReduceScatter(const TensorView& send, const TensorView& recv,
+absl::Status NcclCommunicator::ReduceScatter(const TensorView& send,
+                                             const TensorView& recv,
                                              ReduceOp op) {
   KVFOLD_RETURN_IF_ERROR(CheckReduce(send, "ReduceScatter"));
   KVFOLD_RETURN_IF_ERROR(CheckGather(recv, send, size_, "ReduceScatter"));
@@ -264,8 +299,8 @@ absl::Status NcclCommunicator::ReduceScatter(const TensorView& send, const Tenso
   if (recv.numel() == 0) return absl::OkStatus();
   return Run("ReduceScatter", [&] {
     NCCL_RETURN_IF_ERROR(ncclReduceScatter(send.data, recv.data, recv.numel(),
-                                           Type(send.dtype), Op(op), state_->comm,
-                                           state_->stream));
+                                           Type(send.dtype), Op(op),
+                                           state_->comm, state_->stream));
     return absl::OkStatus();
   });
 }
@@ -275,8 +310,9 @@ absl::Status NcclCommunicator::Broadcast(const TensorView& data, int root) {
   KVFOLD_RETURN_IF_ERROR(CheckUsable(data, "Broadcast"));
   if (data.numel() == 0) return absl::OkStatus();
   return Run(absl::StrCat("Broadcast from rank ", root), [&] {
-    NCCL_RETURN_IF_ERROR(ncclBroadcast(data.data, data.data, data.bytes(), ncclUint8, root,
-                                       state_->comm, state_->stream));
+    NCCL_RETURN_IF_ERROR(ncclBroadcast(data.data, data.data, data.bytes(),
+                                       ncclUint8, root, state_->comm,
+                                       state_->stream));
     return absl::OkStatus();
   });
 }
@@ -284,13 +320,18 @@ absl::Status NcclCommunicator::Broadcast(const TensorView& data, int root) {
 namespace {
 
 // NCCL has no tags (see the header): a negative one is still a caller's bug.
-absl::Status CheckPointToPoint(int peer, int self, int size, int tag, const char* op) {
-  KVFOLD_RETURN_IF_ERROR(CheckRank(peer, size, op));
-  if (tag < 0) return absl::InvalidArgumentError(absl::StrCat(op, ": negative tag ", tag));
+absl::Status CheckPointToPoint(int peer, int self, int size, int tag,
+                               const char* op) {
+  KVFOLD_RETURN_IF_ERROR(
+      CheckRank(peer, size, absl::StrCat(op, " peer").c_str()));
+  if (tag < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": negative tag ", tag));
+  }
   if (peer == self) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        op, ": rank ", self, " with itself never completes (NCCL point-to-point is a "
-        "rendezvous); copy the data instead"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(op, ": rank ", self,
+                     " with itself never completes (NCCL point-to-point is a "
+                     "rendezvous); copy the data instead"));
   }
   return absl::OkStatus();
 }
@@ -298,40 +339,42 @@ absl::Status CheckPointToPoint(int peer, int self, int size, int tag, const char
 }  // namespace
 
 absl::Status NcclCommunicator::Send(const TensorView& data, int peer, int tag) {
-  KVFOLD_RETURN_IF_ERROR(CheckPointToPoint(peer, rank_, size_, tag, "Send peer"));
+  KVFOLD_RETURN_IF_ERROR(CheckPointToPoint(peer, rank_, size_, tag, "Send"));
   KVFOLD_RETURN_IF_ERROR(CheckUsable(data, "Send"));
   if (data.numel() == 0) return absl::OkStatus();
   return Run(absl::StrCat("Send to rank ", peer, " tag ", tag), [&] {
-    NCCL_RETURN_IF_ERROR(
-        ncclSend(data.data, data.bytes(), ncclUint8, peer, state_->comm, state_->stream));
+    NCCL_RETURN_IF_ERROR(ncclSend(data.data, data.bytes(), ncclUint8, peer,
+                                  state_->comm, state_->stream));
     return absl::OkStatus();
   });
 }
 
 absl::Status NcclCommunicator::Recv(const TensorView& data, int peer, int tag) {
-  KVFOLD_RETURN_IF_ERROR(CheckPointToPoint(peer, rank_, size_, tag, "Recv peer"));
+  KVFOLD_RETURN_IF_ERROR(CheckPointToPoint(peer, rank_, size_, tag, "Recv"));
   KVFOLD_RETURN_IF_ERROR(CheckUsable(data, "Recv"));
   if (data.numel() == 0) return absl::OkStatus();
   return Run(absl::StrCat("Recv from rank ", peer, " tag ", tag), [&] {
-    NCCL_RETURN_IF_ERROR(
-        ncclRecv(data.data, data.bytes(), ncclUint8, peer, state_->comm, state_->stream));
+    NCCL_RETURN_IF_ERROR(ncclRecv(data.data, data.bytes(), ncclUint8, peer,
+                                  state_->comm, state_->stream));
     return absl::OkStatus();
   });
 }
 
 absl::Status NcclCommunicator::Barrier() {
-  KVFOLD_RETURN_IF_ERROR(CheckUsable(TensorView{}, "Barrier"));
+  KVFOLD_RETURN_IF_ERROR(CheckAlive("Barrier"));
   // NCCL has no barrier: a one-word all-reduce completes only when every
   // rank has joined it.
   return Run("Barrier", [&] {
-    NCCL_RETURN_IF_ERROR(ncclAllReduce(state_->barrier, state_->barrier, 1, ncclInt32, ncclSum,
-                                       state_->comm, state_->stream));
+    NCCL_RETURN_IF_ERROR(ncclAllReduce(state_->barrier, state_->barrier, 1,
+                                       ncclInt32, ncclSum, state_->comm,
+                                       state_->stream));
     return absl::OkStatus();
   });
 }
 
-absl::StatusOr<std::unique_ptr<Communicator>> NcclCommunicator::Split(int color, int key) {
-  KVFOLD_RETURN_IF_ERROR(CheckUsable(TensorView{}, "Split"));
+absl::StatusOr<std::unique_ptr<Communicator>> NcclCommunicator::Split(int color,
+                                                                      int key) {
+  KVFOLD_RETURN_IF_ERROR(CheckAlive("Split"));
   const std::string where = absl::StrCat("nccl rank ", rank_, ": Split");
   DeviceScope scope;
   KVFOLD_RETURN_IF_ERROR(scope.Enter(device_));
@@ -345,7 +388,8 @@ absl::StatusOr<std::unique_ptr<Communicator>> NcclCommunicator::Split(int color,
   ncclConfig_t config = NonBlockingConfig();
   ncclComm_t& comm = child->state_->comm;
   absl::Status split = [&] {
-    NCCL_RETURN_IF_ERROR(ncclCommSplit(state_->comm, color < 0 ? NCCL_SPLIT_NOCOLOR : color,
+    NCCL_RETURN_IF_ERROR(ncclCommSplit(state_->comm,
+                                       color < 0 ? NCCL_SPLIT_NOCOLOR : color,
                                        key, &comm, &config));
     KVFOLD_RETURN_IF_ERROR(WaitReady(state_->comm, timeout_, where));
     if (comm == nullptr) return absl::OkStatus();  // NCCL_SPLIT_NOCOLOR
@@ -356,12 +400,12 @@ absl::StatusOr<std::unique_ptr<Communicator>> NcclCommunicator::Split(int color,
   }();
   if (!split.ok()) {
     // The ranks are out of step: neither communicator can be trusted.
-    child->Fail(split);
+    child->Fail(split).IgnoreError();
     return Fail(split);
   }
   if (color < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(where, ": color ", color, " is negative (colors are >= 0)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, ": color ", color, " is negative (colors are >= 0)"));
   }
   return std::unique_ptr<Communicator>(std::move(child));
 }

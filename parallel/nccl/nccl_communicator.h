@@ -10,6 +10,7 @@
 // other ranks to finish with the communicator, then aborts it.
 //
 // Contract beyond communicator.h:
+// - Use a communicator from one thread at a time (one thread per rank).
 // - TensorView.data is a device pointer on this communicator's CUDA device;
 //   whatever wrote it (another stream) must have finished before the call.
 //   When a call returns OK its outputs are complete and visible to any stream.
@@ -52,7 +53,8 @@ class NcclCommunicator : public Communicator {
   void set_timeout(absl::Duration timeout) { timeout_ = timeout; }
 
   absl::Status AllReduce(const TensorView& data, ReduceOp op) override;
-  absl::Status AllGather(const TensorView& send, const TensorView& recv) override;
+  absl::Status AllGather(const TensorView& send,
+                         const TensorView& recv) override;
   absl::Status ReduceScatter(const TensorView& send, const TensorView& recv,
                              ReduceOp op) override;
   absl::Status Broadcast(const TensorView& data, int root) override;
@@ -61,17 +63,21 @@ class NcclCommunicator : public Communicator {
   absl::Status Barrier() override;
   // ncclCommSplit. A negative color takes part in the split (so the others do
   // not wait for this rank) and then fails with InvalidArgument.
-  absl::StatusOr<std::unique_ptr<Communicator>> Split(int color, int key) override;
+  absl::StatusOr<std::unique_ptr<Communicator>> Split(int color,
+                                                      int key) override;
 
   struct State;  // NCCL and CUDA handles (nccl.h stays out of this header)
 
  private:
   NcclCommunicator() = default;
-  // Fails unless the communicator is usable and `t` is on its device.
+  // Fails once the communicator was aborted.
+  absl::Status CheckAlive(const char* op) const;
+  // CheckAlive, and `t` (unless empty) is on this communicator's device.
   absl::Status CheckUsable(const TensorView& t, const char* op) const;
   // Makes this communicator's device current, runs `enqueue` (which starts
   // one NCCL operation on the stream) and waits for it (see the file comment).
-  absl::Status Run(const std::string& what, absl::FunctionRef<absl::Status()> enqueue);
+  absl::Status Run(const std::string& what,
+                   absl::FunctionRef<absl::Status()> enqueue);
   absl::Status Wait(const std::string& what);
   // Aborts the NCCL communicator and returns `error` (used on every failure
   // after an operation was started, since the group is then out of step).

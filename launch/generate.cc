@@ -1,0 +1,304 @@
+// kvfold generate and score, on every rank of the job: start-up agreed over
+// the world, the model sharded over each TP group, the documents of
+// --documents_file shared out over the data-parallel replicas, and every
+// result written by world rank 0 in input order.
+#include <csignal>
+#include <cstring>
+#include <cstdio>
+#include <fstream>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "cache/policies.h"
+#include "kernels/status_macros.h"
+#include "launch/commands.h"
+#include "launch/flags.h"
+#include "launch/prompt.h"
+#include "launch/ranks.h"
+#include "launch/report.h"
+#include "models/files.h"
+#include "models/tokenizer/tokenizer.h"
+#include "runtime/engine.h"
+
+namespace kvfold {
+namespace {
+
+// Text input must tokenize to ids the model has (a tokenizer with more ids
+// than the model's vocabulary is a mismatched checkpoint).
+absl::Status CheckIds(const Prompt& prompt, int64_t vocab, const Tokenizer* tokenizer) {
+  if (!prompt.from_text || tokenizer == nullptr) return absl::OkStatus();
+  auto check = [&](const std::vector<int32_t>& ids, const std::string& what) {
+    for (int32_t id : ids) {
+      if (id < 0 || id >= vocab) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            tokenizer->name(), ": ", what, " tokenizes to id ", id,
+            ", outside the model's vocabulary of ", vocab, " (config.json vocab_size)"));
+      }
+    }
+    return absl::OkStatus();
+  };
+  KVFOLD_RETURN_IF_ERROR(check(prompt.document, "the text"));
+  for (size_t i = 0; i < prompt.questions.size(); ++i) {
+    KVFOLD_RETURN_IF_ERROR(check(prompt.questions[i], absl::StrCat("question ", i)));
+  }
+  return absl::OkStatus();
+}
+
+// --documents_file: one document per line as token ids; every document gets
+// the --questions (if any).
+absl::StatusOr<std::vector<Prompt>> DocumentsFromFile(const std::string& path,
+                                                      const Prompt& flags) {
+  KVFOLD_ASSIGN_OR_RETURN(std::string text, ReadTextFile(path, size_t(1) << 32));
+  std::vector<Prompt> docs;
+  int line_no = 0;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    ++line_no;
+    if (absl::StripAsciiWhitespace(line).empty()) continue;
+    Prompt p;
+    KVFOLD_ASSIGN_OR_RETURN(p.document,
+                            ParseIds(std::string(line), absl::StrCat(path, ":", line_no)));
+    p.questions = flags.questions;
+    docs.push_back(std::move(p));
+  }
+  if (docs.empty()) return absl::InvalidArgumentError(path + ": no documents");
+  return docs;
+}
+
+absl::StatusOr<GenerateOptions> GenerateOptionsFromFlags() {
+  GenerateOptions o;
+  o.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
+  o.sampling.temperature = static_cast<float>(absl::GetFlag(FLAGS_temperature));
+  o.sampling.top_k = absl::GetFlag(FLAGS_top_k);
+  o.sampling.top_p = static_cast<float>(absl::GetFlag(FLAGS_top_p));
+  o.seed = absl::GetFlag(FLAGS_seed);
+  o.stop_at_eos = !absl::GetFlag(FLAGS_ignore_eos);
+  KVFOLD_RETURN_IF_ERROR(AsFlagError(ValidateGenerateOptions(o)));
+  return o;
+}
+
+// --fault=RANK:KIND (tests of failure handling): after start-up, rank RANK
+// returns an error (error), throws (throw) or is killed (kill).
+absl::Status InjectFault(const Ranks& ranks) {
+  const std::string fault = absl::GetFlag(FLAGS_fault);
+  if (fault.empty()) return absl::OkStatus();
+  std::pair<std::string, std::string> parts = absl::StrSplit(fault, ':');
+  int rank = -1;
+  if (!absl::SimpleAtoi(parts.first, &rank) ||
+      (parts.second != "error" && parts.second != "throw" && parts.second != "kill")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--fault=", fault, ": expected RANK:error|throw|kill"));
+  }
+  if (rank != ranks.rank()) return absl::OkStatus();
+  if (parts.second == "kill") std::raise(SIGKILL);
+  if (parts.second == "throw") throw std::runtime_error("fault injected by --fault");
+  return absl::InternalError("fault injected by --fault");
+}
+
+// Start-up shared by generate and score: `prepared` is this rank's verdict on
+// its flags and inputs so far. Plans the mesh from config.json, agrees with
+// every rank, forms the TP groups and loads this rank's slice of --model.
+absl::StatusOr<std::unique_ptr<LlamaModel>> StartModel(Ranks& ranks, absl::Status prepared,
+                                                      const EngineOptions& options,
+                                                      const std::vector<Prompt>& prompts,
+                                                      const Tokenizer* tokenizer) {
+  const std::string dir = absl::GetFlag(FLAGS_model);
+  LoadOptions load;
+  if (prepared.ok()) {
+    prepared = [&]() -> absl::Status {
+      if (dir.empty()) return absl::InvalidArgumentError("--model is required");
+      KVFOLD_ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromFile(dir + "/config.json"));
+      // Checked before a possibly large model is read.
+      KVFOLD_RETURN_IF_ERROR(ValidateCacheOptions(options, config.num_layers));
+      for (const Prompt& p : prompts) {
+        KVFOLD_RETURN_IF_ERROR(CheckIds(p, config.vocab_size, tokenizer));
+      }
+      KVFOLD_ASSIGN_OR_RETURN(load, LoadOptionsFromFlags());
+      return ranks.PlanMesh(config);
+    }();
+  }
+  KVFOLD_RETURN_IF_ERROR(ranks.AgreeOnStartup(prepared));
+  KVFOLD_RETURN_IF_ERROR(ranks.SplitGroups());
+  load.tp = ranks.tp();
+  absl::StatusOr<std::unique_ptr<LlamaModel>> model = LlamaModel::Load(dir, load);
+  KVFOLD_RETURN_IF_ERROR(ranks.AgreeOnStartup(model.status()));
+  KVFOLD_RETURN_IF_ERROR(InjectFault(ranks));
+  return model;
+}
+
+// One result line: the answers of one document, each a JSON object.
+std::string AnswerLines(const std::vector<GenerateResult>& results, const Prompt& prompt,
+                        const EngineOptions& options, const Tokenizer* tokenizer,
+                        std::optional<size_t> document) {
+  std::string out;
+  for (size_t i = 0; i < results.size(); ++i) {
+    const GenerateResult& r = results[i];
+    // The first new token comes from prefill's logits; decode made the rest.
+    const double decode_tps = r.tokens.size() > 1 && r.decode_seconds > 0
+                                  ? double(r.tokens.size() - 1) / r.decode_seconds
+                                  : 0.0;
+    nlohmann::json j;
+    if (document) j["document"] = *document;
+    if (!prompt.questions.empty()) j["question"] = i;
+    j.update({{"ids", r.tokens},
+              {"prompt_tokens", r.prompt_tokens},
+              {"new_tokens", r.tokens.size()},
+              {"stopped_at_eos", r.stopped_at_eos},
+              {"prefill_seconds", r.prefill_seconds},
+              {"prefill_tokens_per_s", r.prompt_tokens / r.prefill_seconds},
+              {"decode_seconds", r.decode_seconds},
+              {"decode_tokens_per_s", decode_tps},
+              {"cache_policy", PolicyName(options.cache)},
+              {"document_cache", CacheStatsJson(r.document_cache)},
+              {"cache", CacheStatsJson(r.cache)}});
+    if (tokenizer) j["text"] = tokenizer->Decode(r.tokens, /*skip_special_tokens=*/true);
+    out += j.dump() + "\n";
+  }
+  return out;
+}
+
+// Results travel from a replica's leader to the writer as a length and the
+// bytes packed in i32 words; messages between two ranks keep their order.
+absl::Status SendText(Communicator& c, const std::string& text, int to) {
+  std::vector<int32_t> words(1 + (text.size() + 3) / 4, 0);
+  words[0] = int32_t(text.size());
+  std::memcpy(words.data() + 1, text.data(), text.size());
+  std::vector<int32_t> length = {int32_t(words.size())};
+  KVFOLD_RETURN_IF_ERROR(c.Send({length.data(), DType::kI32, Device::Cpu(), {1}}, to, 1));
+  return c.Send({words.data(), DType::kI32, Device::Cpu(), {int64_t(words.size())}}, to, 2);
+}
+
+absl::StatusOr<std::string> RecvText(Communicator& c, int from) {
+  std::vector<int32_t> length(1);
+  KVFOLD_RETURN_IF_ERROR(c.Recv({length.data(), DType::kI32, Device::Cpu(), {1}}, from, 1));
+  std::vector<int32_t> words(std::max(1, length[0]));
+  KVFOLD_RETURN_IF_ERROR(
+      c.Recv({words.data(), DType::kI32, Device::Cpu(), {int64_t(words.size())}}, from, 2));
+  return std::string(reinterpret_cast<const char*>(words.data() + 1), size_t(words[0]));
+}
+
+}  // namespace
+
+absl::Status RunGenerate(Ranks& ranks) {
+  EngineOptions options;
+  GenerateOptions opts;
+  std::optional<Tokenizer> tokenizer;
+  std::vector<Prompt> prompts;
+  const std::string dir = absl::GetFlag(FLAGS_model);
+  const std::string documents_file = absl::GetFlag(FLAGS_documents_file);
+  absl::Status prepared = [&]() -> absl::Status {
+    KVFOLD_ASSIGN_OR_RETURN(options, EngineOptionsFromFlags());
+    KVFOLD_ASSIGN_OR_RETURN(opts, GenerateOptionsFromFlags());
+    KVFOLD_ASSIGN_OR_RETURN(tokenizer, TokenizerFromFlags(dir));
+    if (documents_file.empty()) {
+      KVFOLD_ASSIGN_OR_RETURN(Prompt p, PromptFromFlags(dir, tokenizer ? &*tokenizer : nullptr));
+      prompts.push_back(std::move(p));
+      return absl::OkStatus();
+    }
+    if (TextFlagsGiven() || !absl::GetFlag(FLAGS_ids).empty() ||
+        !absl::GetFlag(FLAGS_ids_file).empty()) {
+      return absl::InvalidArgumentError(
+          "--documents_file takes the documents as token ids, one per line; give "
+          "questions with --questions, not --ids/--text flags");
+    }
+    Prompt flags;
+    if (!absl::GetFlag(FLAGS_questions).empty()) {
+      for (absl::string_view q : absl::StrSplit(absl::GetFlag(FLAGS_questions), ';')) {
+        KVFOLD_ASSIGN_OR_RETURN(std::vector<int32_t> ids,
+                                ParseIds(std::string(q), "--questions"));
+        flags.questions.push_back(std::move(ids));
+      }
+    }
+    KVFOLD_ASSIGN_OR_RETURN(prompts, DocumentsFromFile(documents_file, flags));
+    return absl::OkStatus();
+  }();
+  const Tokenizer* tok = tokenizer ? &*tokenizer : nullptr;
+  KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model,
+                          StartModel(ranks, prepared, options, prompts, tok));
+  // --stream: the writer's answers on stderr as their tokens arrive.
+  std::optional<StreamDecoder> stream;
+  size_t streaming_answer = 0;
+  if (absl::GetFlag(FLAGS_stream) && ranks.writer()) {
+    if (!tokenizer) return absl::InvalidArgumentError("--stream needs the model's tokenizer.json");
+    stream.emplace(*tokenizer, /*skip_special_tokens=*/true);
+    opts.on_token = [&](size_t answer, int32_t id) {
+      if (answer != streaming_answer) {
+        std::fprintf(stderr, "%s\n", stream->Finish().c_str());
+        stream.emplace(*tokenizer, /*skip_special_tokens=*/true);
+        streaming_answer = answer;
+      }
+      std::fputs(stream->Step(id).c_str(), stderr);
+      std::fflush(stderr);
+    };
+  }
+  Engine engine(*model, options);
+  // Document i belongs to replica i mod D. The writer (world rank 0, leader
+  // of replica 0) answers its own and receives the others' in input order
+  // while the other replicas run ahead.
+  const int replicas = ranks.dp_size();
+  std::optional<size_t> tag_document;
+  if (!documents_file.empty()) tag_document = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const int owner = int(i % replicas);
+    if (tag_document) tag_document = i;
+    std::string lines;
+    if (owner == ranks.dp_rank()) {
+      KVFOLD_ASSIGN_OR_RETURN(std::vector<GenerateResult> results,
+                              engine.Answer(prompts[i].document, prompts[i].questions, opts));
+      if (stream) std::fprintf(stderr, "%s\n", stream->Finish().c_str());
+      lines = AnswerLines(results, prompts[i], options, tok, tag_document);
+      if (!ranks.writer() && ranks.replica_leader()) {
+        KVFOLD_RETURN_IF_ERROR(SendText(ranks.results(), lines, 0));
+      }
+    } else if (ranks.writer()) {
+      KVFOLD_ASSIGN_OR_RETURN(lines, RecvText(ranks.results(), ranks.ReplicaLeader(owner)));
+    }
+    if (ranks.writer()) {
+      std::fputs(lines.c_str(), stdout);
+      std::fflush(stdout);
+    }
+  }
+  return ranks.results().Barrier();
+}
+
+absl::Status RunScore(Ranks& ranks) {
+  EngineOptions options;
+  std::optional<Tokenizer> tokenizer;
+  std::vector<Prompt> prompts(1);
+  const std::string dir = absl::GetFlag(FLAGS_model);
+  absl::Status prepared = [&]() -> absl::Status {
+    KVFOLD_ASSIGN_OR_RETURN(options, EngineOptionsFromFlags());
+    if (!absl::GetFlag(FLAGS_question).empty() || !absl::GetFlag(FLAGS_questions_file).empty() ||
+        !absl::GetFlag(FLAGS_questions).empty()) {
+      return absl::InvalidArgumentError("score takes one sequence, no questions");
+    }
+    KVFOLD_ASSIGN_OR_RETURN(tokenizer, TokenizerFromFlags(dir));
+    KVFOLD_ASSIGN_OR_RETURN(prompts[0], PromptFromFlags(dir, tokenizer ? &*tokenizer : nullptr));
+    return absl::OkStatus();
+  }();
+  KVFOLD_ASSIGN_OR_RETURN(
+      std::unique_ptr<LlamaModel> model,
+      StartModel(ranks, prepared, options, prompts, tokenizer ? &*tokenizer : nullptr));
+  const std::vector<int32_t>& tokens = prompts[0].document;
+  Engine engine(*model, options);
+  KVFOLD_ASSIGN_OR_RETURN(ScoreResult r, engine.Score(tokens));
+  if (!ranks.writer()) return absl::OkStatus();
+  PrintJson({{"tokens", tokens.size()},
+             {"logprobs", r.logprobs},
+             {"nll", r.nll},
+             {"mean_nll", r.nll / r.logprobs.size()},
+             {"perplexity", r.perplexity},
+             {"cache_policy", PolicyName(options.cache)},
+             {"cache", CacheStatsJson(r.cache)}});
+  return absl::OkStatus();
+}
+
+}  // namespace kvfold

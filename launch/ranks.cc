@@ -1,0 +1,135 @@
+#include "launch/ranks.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
+#include "launch/flags.h"
+#include "parallel/mpi_communicator.h"
+#include "parallel/thread_group.h"
+
+namespace kvfold {
+namespace {
+
+bool LaunchedByMpirun() {
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK"}) {
+    if (std::getenv(v) != nullptr) return true;
+  }
+  return false;
+}
+
+// Start-up messages travel as fixed-size i32 blocks (collectives move f32 or
+// i32 tensors); longer ones are cut.
+constexpr int kMessageWords = 256;
+
+std::vector<int32_t> Pack(const std::string& text) {
+  std::vector<int32_t> words(kMessageWords, 0);
+  std::memcpy(words.data(), text.data(),
+              std::min(text.size(), sizeof(int32_t) * kMessageWords - 1));
+  return words;
+}
+
+std::string Unpack(const int32_t* words) {
+  const char* p = reinterpret_cast<const char*>(words);
+  return std::string(p, strnlen(p, sizeof(int32_t) * kMessageWords));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Ranks>> Ranks::Start() {
+  std::unique_ptr<Ranks> r(new Ranks());
+  if (LaunchedByMpirun()) {
+    KVFOLD_ASSIGN_OR_RETURN(
+        r->owned_world_,
+        MpiCommunicator::World(absl::Seconds(absl::GetFlag(FLAGS_collective_timeout))));
+    KVFOLD_ASSIGN_OR_RETURN(
+        r->results_,
+        MpiCommunicator::World(absl::Seconds(absl::GetFlag(FLAGS_job_timeout))));
+    r->mpi_ = true;
+  } else {
+    r->single_ = std::make_unique<ThreadGroup>(1);
+    r->world_ = r->single_->rank(0);
+  }
+  if (r->owned_world_) r->world_ = r->owned_world_.get();
+  return r;
+}
+
+Ranks::~Ranks() {
+  tp_.reset();
+  results_.reset();
+  owned_world_.reset();
+  if (mpi_) MpiCommunicator::Finalize();
+}
+
+std::string Ranks::Prefix() const {
+  return size() > 1 ? absl::StrCat("rank ", rank(), " of ", size(), ": ") : "";
+}
+
+absl::Status Ranks::PlanMesh(const ModelConfig& c) {
+  const int tp = absl::GetFlag(FLAGS_tp), sp = absl::GetFlag(FLAGS_sp);
+  KVFOLD_ASSIGN_OR_RETURN(
+      Mesh mesh, Mesh::Create(size(), rank(), {.tp = tp, .sp = sp},
+                              {int(c.num_heads), int(c.num_kv_heads), c.intermediate_size}));
+  if (sp > 1) {
+    return absl::UnimplementedError(
+        absl::StrCat("--sp=", sp, ": sequence parallelism is not implemented yet; use --sp=1"));
+  }
+  mesh_ = std::make_unique<Mesh>(mesh);
+  return absl::OkStatus();
+}
+
+absl::Status Ranks::SplitGroups() {
+  // TP groups: the ranks of one (replica, SP rank), ordered by TP rank.
+  KVFOLD_ASSIGN_OR_RETURN(tp_, world_->Split(rank() / mesh_->tp_size(), mesh_->tp_rank()));
+  return absl::OkStatus();
+}
+
+int Ranks::ReplicaLeader(int dp) const {
+  return mesh_ ? dp * mesh_->sp_size() * mesh_->tp_size() : 0;
+}
+
+absl::Status Ranks::AgreeOnStartup(const absl::Status& status) {
+  const int n = size();
+  std::vector<int32_t> mine = Pack(status.ok() ? "" : std::string(status.message()));
+  std::vector<int32_t> all(size_t(n) * kMessageWords);
+  KVFOLD_RETURN_IF_ERROR(world_->AllGather(
+      TensorView{mine.data(), DType::kI32, Device::Cpu(), {kMessageWords}},
+      TensorView{all.data(), DType::kI32, Device::Cpu(), {int64_t(n) * kMessageWords}}));
+  std::vector<int> failed;
+  for (int r = 0; r < n; ++r) {
+    if (!Unpack(&all[size_t(r) * kMessageWords]).empty()) failed.push_back(r);
+  }
+  if (failed.empty()) return absl::OkStatus();
+  if (rank() == 0) {
+    bool alike = int(failed.size()) == n;
+    for (int r : failed) {
+      alike = alike && Unpack(&all[size_t(r) * kMessageWords]) == Unpack(all.data());
+    }
+    if (alike) {
+      std::fprintf(stderr, "kvfold: error: %s\n", Unpack(all.data()).c_str());
+    } else {
+      for (int r : failed) {
+        std::fprintf(stderr, "kvfold: error: rank %d of %d failed at start-up: %s\n", r, n,
+                     Unpack(&all[size_t(r) * kMessageWords]).c_str());
+      }
+    }
+    std::fflush(stderr);
+  }
+  reported_ = true;
+  return status.ok() ? absl::AbortedError(absl::StrCat("another rank failed at start-up"))
+                     : status;
+}
+
+void Ranks::Fail(const std::string& message, int code) {
+  if (size() > 1) {
+    MpiCommunicator::Abort(absl::StrCat("kvfold: error: ", Prefix(), message), code);
+  }
+  std::fprintf(stderr, "kvfold: error: %s\n", message.c_str());
+  std::exit(code);
+}
+
+}  // namespace kvfold

@@ -1,0 +1,84 @@
+// The ranks of a kvfold job. Under mpirun every process is one rank of an MPI
+// world; run directly it is a world of one. --tp and --sp lay the world out
+// as a Mesh (DP x SP x TP) and give each rank its TP group; the data-parallel
+// replicas share out the documents and world rank 0 writes every result.
+//
+// Failure rules (what a user sees):
+// - Start-up (flags, config, mesh, loading): every rank meets in
+//   AgreeOnStartup; if any failed, rank 0 prints one message (naming the
+//   failing ranks when they differ) and every rank exits non-zero.
+// - After start-up, a failing rank prints "rank R of N: ..." and aborts the
+//   whole job (mpirun ends every rank non-zero); a rank that dies is
+//   reported by mpirun, and the others stop at their next collective
+//   within its timeout.
+#ifndef KVFOLD_LAUNCH_RANKS_H_
+#define KVFOLD_LAUNCH_RANKS_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "models/config.h"
+#include "parallel/communicator.h"
+#include "parallel/mesh.h"
+
+namespace kvfold {
+
+class Ranks {
+ public:
+  // MPI when launched by mpirun (its environment says so), else one rank.
+  static absl::StatusOr<std::unique_ptr<Ranks>> Start();
+  ~Ranks();
+
+  Communicator& world() { return *world_; }
+  // The world again, for results sent to the writer: its timeout
+  // (--job_timeout) bounds one document's work, not one collective's.
+  Communicator& results() { return results_ ? *results_ : *world_; }
+  int rank() const { return world_->rank(); }
+  int size() const { return world_->size(); }
+  bool writer() const { return world_->rank() == 0; }
+  // "rank R of N: " when there are several ranks, else "".
+  std::string Prefix() const;
+
+  // Lays out the mesh from --tp and --sp for `config` (local checks only;
+  // every rank reaches the same verdict).
+  absl::Status PlanMesh(const ModelConfig& config);
+  // Splits the world into the planned TP groups (collective; after
+  // AgreeOnStartup, so no rank is missing).
+  absl::Status SplitGroups();
+  const Mesh& mesh() const { return *mesh_; }
+  // The TP group, or null for TP = 1 (the model then holds everything).
+  Communicator* tp() { return mesh_ && mesh_->tp_size() > 1 ? tp_.get() : nullptr; }
+  int dp_size() const { return mesh_ ? mesh_->dp_size() : 1; }
+  int dp_rank() const { return mesh_ ? mesh_->dp_rank() : 0; }
+  // World rank of the first rank (TP 0, SP 0) of replica `dp`: the one that
+  // sends the replica's results to the writer.
+  int ReplicaLeader(int dp) const;
+  bool replica_leader() const { return ReplicaLeader(dp_rank()) == rank(); }
+
+  // Collective over the world: OK when every rank's `status` is OK. Else
+  // rank 0 prints the failure (one message when all ranks failed alike, else
+  // one line per failing rank) and every rank returns an error that
+  // `reported()` marks as already printed.
+  absl::Status AgreeOnStartup(const absl::Status& status);
+  bool reported() const { return reported_; }
+
+  // A failure after start-up: prints it with this rank's prefix and, with
+  // several ranks, aborts the job.
+  [[noreturn]] void Fail(const std::string& message, int code);
+
+ private:
+  Ranks() = default;
+  std::unique_ptr<Communicator> owned_world_;
+  std::unique_ptr<Communicator> results_;
+  Communicator* world_ = nullptr;
+  std::unique_ptr<class ThreadGroup> single_;
+  bool mpi_ = false;
+  std::unique_ptr<Mesh> mesh_;
+  std::unique_ptr<Communicator> tp_;
+  bool reported_ = false;
+};
+
+}  // namespace kvfold
+
+#endif  // KVFOLD_LAUNCH_RANKS_H_
