@@ -93,6 +93,10 @@ absl::StatusOr<ModelConfig> BenchShape(const std::string& name) {
     c.vocab_size = 128256, c.hidden_size = 4096, c.intermediate_size = 14336;
     c.num_layers = 32, c.num_heads = 32, c.num_kv_heads = 8, c.head_dim = 128;
     c.rope = {500000.0, 128, RopeScalingType::kLlama3, 8.0, 1.0, 4.0, 8192.0};
+  } else if (name == "llama-3.1-70b") {
+    c.vocab_size = 128256, c.hidden_size = 8192, c.intermediate_size = 28672;
+    c.num_layers = 80, c.num_heads = 64, c.num_kv_heads = 8, c.head_dim = 128;
+    c.rope = {500000.0, 128, RopeScalingType::kLlama3, 8.0, 1.0, 4.0, 8192.0};
   } else if (name == "tinyllama-1.1b") {
     c.vocab_size = 32000, c.hidden_size = 2048, c.intermediate_size = 5632;
     c.num_layers = 22, c.num_heads = 32, c.num_kv_heads = 4, c.head_dim = 64;
@@ -113,7 +117,7 @@ absl::StatusOr<ModelConfig> BenchShape(const std::string& name) {
   } else {
     return absl::InvalidArgumentError(absl::StrCat(
         "shape \"", name,
-        "\" is unknown (known: llama-3.2-1b, llama-3.1-8b, tinyllama-1.1b, "
+        "\" is unknown (known: llama-3.2-1b, llama-3.1-8b, llama-3.1-70b, tinyllama-1.1b, "
         "smollm-135m, "
         "tiny-256)"));
   }

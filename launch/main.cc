@@ -108,6 +108,10 @@ constexpr char kUsage[] =
     "  bench     [--shape --prefill_tokens --decode_tokens --bench_layers]\n"
     "            random-weight model of a named shape: prefill/decode speed,\n"
     "            memory bandwidth and sgemm GFLOP/s measured in the same run\n"
+    "  bench_tp  [--shape --prefill_tokens --decode_tokens --bench_layers]\n"
+    "            under mpirun -np T: tensor-parallel traffic per step, the\n"
+    "            share of time in collectives, and planned all-reduce volume\n"
+    "            per token of Llama-3.1-8B/70B at T = 2/4/8 (JSON)\n"
     "  bench_cache  [--cache=... --doc_lengths=4096,...]  memory and speed\n"
     "            of a compressed cache vs document length (random model)\n"
     "  bench_gpu [--gpu_shapes --gpu_doc_lengths]  CUDA prefill/decode vs the\n"
@@ -146,6 +150,7 @@ int main(int argc, char** argv) {
       {"bench", alone(kvfold::RunBench)},
       {"bench_cache", alone(kvfold::RunBenchCache)},
       {"bench_gpu", alone(kvfold::RunBenchGpu)},
+      {"bench_tp", kvfold::RunBenchTp},
       {"bench_tokenizer", alone(kvfold::RunBenchTokenizer)},
   };
   auto run = kCommands.find(command);

@@ -148,6 +148,21 @@ absl::Status LlamaModel::Attention(const Stream& s, int layer,
   return ReduceInto(s, sc.x.as<float>(), n, sc);
 }
 
+absl::StatusOr<TpTraffic> PlanTpTraffic(const ModelConfig& c, int tp, int64_t tokens,
+                                        int64_t logit_rows) {
+  KVFOLD_ASSIGN_OR_RETURN(const TpSlice t, MakeTpSlice(c, 0, tp));
+  TpTraffic traffic;
+  if (tp == 1) return traffic;
+  // Mirrors Forward: EmbedTokens, then Attention's and the MLP's ReduceInto.
+  traffic.all_reduce_calls = 1 + 2 * c.num_layers;
+  traffic.all_reduce_bytes = traffic.all_reduce_calls * tokens * c.hidden_size * 4;
+  if (logit_rows > 0) {  // Logits
+    traffic.all_gather_calls = 1;
+    traffic.all_gather_bytes = logit_rows * t.vocab_pad * 4;
+  }
+  return traffic;
+}
+
 absl::Status LlamaModel::ShareColumnSums(const Stream& s, int64_t length,
                                          ForwardScratch& sc) const {
   // A replicated KV head's statistics sum over all its query heads, which

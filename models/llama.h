@@ -57,6 +57,19 @@ struct TpSlice {
 
 absl::StatusOr<TpSlice> MakeTpSlice(const ModelConfig& config, int rank, int size);
 
+// The collectives one Forward of `tokens` tokens (`logit_rows` rows of
+// logits) issues on each of `tp` ranks: all-reduces of the embedding and of
+// the two row-parallel outputs per layer ([tokens, hidden] f32 each) and one
+// all-gather of the vocabulary-parallel logits. Replicated KV heads add a
+// small all-gather of attention statistics per layer for score-based
+// policies, not counted here. Bytes are this rank's payload.
+struct TpTraffic {
+  int64_t all_reduce_calls = 0, all_reduce_bytes = 0;
+  int64_t all_gather_calls = 0, all_gather_bytes = 0;
+};
+absl::StatusOr<TpTraffic> PlanTpTraffic(const ModelConfig& config, int tp,
+                                        int64_t tokens, int64_t logit_rows);
+
 // Where the weights live and in which type. The CPU holds f32; a CUDA device
 // holds the matrices (embedding, projections, head) as bf16, f16 or f32 and
 // the norms and biases as f32.
