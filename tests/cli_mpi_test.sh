@@ -51,6 +51,18 @@ print("ok: score TP=2, max |logprob difference|", d)
 sys.exit(0 if d < 1e-4 and len(a["logprobs"]) == len(b["logprobs"]) else 1)
 PY
 
+# bench_tp: the counted traffic of every step equals the model's plan.
+mpi 2 "$KVFOLD" bench_tp --shape=tiny-256 --bench_layers=2 --prefill_tokens=16 \
+  --decode_tokens=3 --threads=1 >"$T/bench" || fail "bench_tp"
+python3 - "$T/bench" <<'PY' || fail "bench_tp: counted traffic differs from the plan"
+import json, sys
+j = json.load(open(sys.argv[1]))
+ok = j["tp"] == 2 and j["prefill"]["plan_matches_count"] and j["decode_step"]["plan_matches_count"]
+print("ok: bench_tp TP=2 counted == planned, decode all-reduce bytes per step",
+      j["decode_step"]["planned"]["all_reduce_bytes"])
+sys.exit(0 if ok else 1)
+PY
+
 # --- Data parallelism: per-document results in input order as one rank's.
 printf '1,2,3,4\n5 6 7 8 9\n\n10,11,12\n13,14\n200,201,202,203,204,205\n7,7,7\n' >"$T/docs"
 args=(generate --model=tests/golden/mistral_gqa_f32 --documents_file="$T/docs"
