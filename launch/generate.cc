@@ -127,7 +127,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> StartModel(Ranks& ranks, absl::Statu
   }
   KVFOLD_RETURN_IF_ERROR(ranks.AgreeOnStartup(prepared));
   KVFOLD_RETURN_IF_ERROR(ranks.SplitGroups());
-  load.tp = ranks.tp();
+  KVFOLD_ASSIGN_OR_RETURN(load.tp, ranks.TpFor(load.device));
   absl::StatusOr<std::unique_ptr<LlamaModel>> model = LlamaModel::Load(dir, load);
   KVFOLD_RETURN_IF_ERROR(ranks.AgreeOnStartup(model.status()));
   KVFOLD_RETURN_IF_ERROR(InjectFault(ranks));

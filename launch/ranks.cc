@@ -11,6 +11,9 @@
 #include "launch/flags.h"
 #include "parallel/mpi_communicator.h"
 #include "parallel/thread_group.h"
+#ifdef KVFOLD_WITH_CUDA
+#include "parallel/nccl/nccl_communicator.h"
+#endif
 
 namespace kvfold {
 namespace {
@@ -59,6 +62,7 @@ absl::StatusOr<std::unique_ptr<Ranks>> Ranks::Start() {
 }
 
 Ranks::~Ranks() {
+  tp_device_.reset();
   tp_.reset();
   results_.reset();
   owned_world_.reset();
@@ -86,6 +90,23 @@ absl::Status Ranks::SplitGroups() {
   // TP groups: the ranks of one (replica, SP rank), ordered by TP rank.
   KVFOLD_ASSIGN_OR_RETURN(tp_, world_->Split(rank() / mesh_->tp_size(), mesh_->tp_rank()));
   return absl::OkStatus();
+}
+
+absl::StatusOr<Communicator*> Ranks::TpFor(const Device& device) {
+  if (tp() == nullptr || device.kind == Device::Kind::kCpu) return tp();
+#ifdef KVFOLD_WITH_CUDA
+  if (tp_device_ == nullptr) {
+    KVFOLD_ASSIGN_OR_RETURN(
+        tp_device_,
+        NcclCommunicator::Create(*tp_, device.index,
+                                 absl::Seconds(absl::GetFlag(FLAGS_collective_timeout))));
+  }
+  return tp_device_.get();
+#else
+  return absl::FailedPreconditionError(absl::StrCat(
+      "--tp=", mesh_->tp_size(), " on ", device.ToString(),
+      " needs NCCL: this kvfold was built without CUDA"));
+#endif
 }
 
 int Ranks::ReplicaLeader(int dp) const {

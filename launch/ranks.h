@@ -49,6 +49,10 @@ class Ranks {
   const Mesh& mesh() const { return *mesh_; }
   // The TP group, or null for TP = 1 (the model then holds everything).
   Communicator* tp() { return mesh_ && mesh_->tp_size() > 1 ? tp_.get() : nullptr; }
+  // The TP group for tensors on `device`: tp() on the CPU; on a CUDA device
+  // an NCCL communicator bootstrapped over tp() (collective over the TP
+  // group; builds with --config=cuda only). Null for TP = 1.
+  absl::StatusOr<Communicator*> TpFor(const Device& device);
   int dp_size() const { return mesh_ ? mesh_->dp_size() : 1; }
   int dp_rank() const { return mesh_ ? mesh_->dp_rank() : 0; }
   // World rank of the first rank (TP 0, SP 0) of replica `dp`: the one that
@@ -76,6 +80,7 @@ class Ranks {
   bool mpi_ = false;
   std::unique_ptr<Mesh> mesh_;
   std::unique_ptr<Communicator> tp_;
+  std::unique_ptr<Communicator> tp_device_;  // NCCL over tp_
   bool reported_ = false;
 };
 

@@ -100,6 +100,14 @@ absl::Status Wait(MPI_Request* request, absl::Duration timeout, int rank,
   }
 }
 
+// MPI here moves host memory; device tensors go through NCCL.
+absl::Status CheckHost(const TensorView& t, const char* op) {
+  if (t.device.kind == Device::Kind::kCpu) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "mpi ", op, ": a tensor on ", t.device.ToString(),
+      "; the MPI communicator takes CPU tensors (GPU tensors go through NCCL)"));
+}
+
 absl::Status Started(int rc, int rank, const std::string& what) {
   if (rc == MPI_SUCCESS) return absl::OkStatus();
   return absl::InternalError(absl::StrCat("mpi rank ", rank, ": ", what, ": ", MpiError(rc)));
@@ -109,6 +117,7 @@ absl::Status Started(int rc, int rank, const std::string& what) {
 
 absl::Status MpiCommunicator::AllReduce(const TensorView& data, ReduceOp op) {
   KVFOLD_RETURN_IF_ERROR(CheckReduce(data, "AllReduce"));
+  KVFOLD_RETURN_IF_ERROR(CheckHost(data, "AllReduce"));
   MPI_Request r;
   KVFOLD_RETURN_IF_ERROR(Started(MPI_Iallreduce(MPI_IN_PLACE, data.data, int(data.numel()),
                                                 Type(data.dtype), Op(op), state_->comm, &r),
@@ -118,6 +127,8 @@ absl::Status MpiCommunicator::AllReduce(const TensorView& data, ReduceOp op) {
 
 absl::Status MpiCommunicator::AllGather(const TensorView& send, const TensorView& recv) {
   KVFOLD_RETURN_IF_ERROR(CheckGather(send, recv, size_, "AllGather"));
+  KVFOLD_RETURN_IF_ERROR(CheckHost(send, "AllGather"));
+  KVFOLD_RETURN_IF_ERROR(CheckHost(recv, "AllGather"));
   MPI_Request r;
   KVFOLD_RETURN_IF_ERROR(Started(
       MPI_Iallgather(send.data, int(send.numel()), Type(send.dtype), recv.data,
@@ -130,6 +141,8 @@ absl::Status MpiCommunicator::ReduceScatter(const TensorView& send, const Tensor
                                             ReduceOp op) {
   KVFOLD_RETURN_IF_ERROR(CheckReduce(send, "ReduceScatter"));
   KVFOLD_RETURN_IF_ERROR(CheckGather(recv, send, size_, "ReduceScatter"));
+  KVFOLD_RETURN_IF_ERROR(CheckHost(send, "ReduceScatter"));
+  KVFOLD_RETURN_IF_ERROR(CheckHost(recv, "ReduceScatter"));
   MPI_Request r;
   KVFOLD_RETURN_IF_ERROR(Started(
       MPI_Ireduce_scatter_block(send.data, recv.data, int(recv.numel()), Type(send.dtype),
@@ -140,6 +153,7 @@ absl::Status MpiCommunicator::ReduceScatter(const TensorView& send, const Tensor
 
 absl::Status MpiCommunicator::Broadcast(const TensorView& data, int root) {
   KVFOLD_RETURN_IF_ERROR(CheckRank(root, size_, "Broadcast root"));
+  KVFOLD_RETURN_IF_ERROR(CheckHost(data, "Broadcast"));
   MPI_Request r;
   KVFOLD_RETURN_IF_ERROR(Started(MPI_Ibcast(data.data, int(data.bytes()), MPI_BYTE, root,
                                             state_->comm, &r),
@@ -149,6 +163,7 @@ absl::Status MpiCommunicator::Broadcast(const TensorView& data, int root) {
 
 absl::Status MpiCommunicator::Send(const TensorView& data, int peer, int tag) {
   KVFOLD_RETURN_IF_ERROR(CheckRank(peer, size_, "Send peer"));
+  KVFOLD_RETURN_IF_ERROR(CheckHost(data, "Send"));
   // Completed sends release their buffers.
   for (auto it = state_->sends.begin(); it != state_->sends.end();) {
     int done = 0;
@@ -165,6 +180,7 @@ absl::Status MpiCommunicator::Send(const TensorView& data, int peer, int tag) {
 
 absl::Status MpiCommunicator::Recv(const TensorView& data, int peer, int tag) {
   KVFOLD_RETURN_IF_ERROR(CheckRank(peer, size_, "Recv peer"));
+  KVFOLD_RETURN_IF_ERROR(CheckHost(data, "Recv"));
   MPI_Request r;
   KVFOLD_RETURN_IF_ERROR(Started(MPI_Irecv(data.data, int(data.bytes()), MPI_BYTE, peer, tag,
                                            state_->comm, &r),
