@@ -44,7 +44,8 @@ absl::StatusOr<Mesh> Mesh::Create(int world, int rank, MeshShape shape,
   if (world % (shape.tp * shape.sp) != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "world size ", world, " is not divisible by --tp=", shape.tp, " x --sp=", shape.sp,
-        " (the data-parallel degree is world / (tp x sp))"));
+        " (the data-parallel degree is world / (tp x sp); launch tp x sp x dp ranks "
+        "with mpirun -np)"));
   }
   KVFOLD_ASSIGN_OR_RETURN(const TpHeads heads, SplitHeads(shape.tp, limits));
   Mesh m;

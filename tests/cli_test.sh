@@ -57,6 +57,11 @@ expect_error 1 "exactly one of --ids, --ids_file, --text and --text_file" genera
 expect_error 1 "cannot open" score --model=$MODEL --ids_file=/nonexistent/ids
 expect_error 1 "at least two tokens" score --model=$MODEL --ids=1
 expect_error 1 "top_p" generate --model=$MODEL --ids=1 --top_p=1.5
+expect_error 1 "world size 1 is not divisible by --tp=2.*mpirun -np" generate --model=$MODEL --ids=1 --tp=2
+expect_error 1 "documents_file takes the documents as token ids" generate --model=$MODEL --ids=1 --documents_file=/dev/null
+: >"$tmp/empty_docs"
+expect_error 1 "no documents" generate --model=$MODEL --documents_file="$tmp/empty_docs"
+expect_error 1 "fault injected" generate --model=$MODEL --ids=1 --fault=0:error
 expect_error 1 "temperature" generate --model=$MODEL --ids=1 --temperature=-1
 expect_error 1 "top_k" generate --model=$MODEL --ids=1 --top_k=-3
 expect_error 1 "prefill_chunk" generate --model=$MODEL --ids=1 --prefill_chunk=0
