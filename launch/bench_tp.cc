@@ -76,15 +76,18 @@ absl::StatusOr<nlohmann::json> Expected() {
 }  // namespace
 
 absl::Status RunBenchTp(Ranks& ranks) {
-  KVFOLD_ASSIGN_OR_RETURN(ModelConfig c, BenchShape(absl::GetFlag(FLAGS_shape)));
-  if (absl::GetFlag(FLAGS_bench_layers) > 0) c.num_layers = absl::GetFlag(FLAGS_bench_layers);
+  ModelConfig c;
   const int64_t prefill = absl::GetFlag(FLAGS_prefill_tokens);
   const int64_t decode = absl::GetFlag(FLAGS_decode_tokens);
-  if (prefill < 1 || decode < 1) {
-    return absl::InvalidArgumentError("--prefill_tokens and --decode_tokens must be >= 1");
-  }
   const int t = ranks.size();
-  absl::Status prepared = MakeTpSlice(c, 0, t).status();
+  absl::Status prepared = [&]() -> absl::Status {
+    KVFOLD_ASSIGN_OR_RETURN(c, BenchShape(absl::GetFlag(FLAGS_shape)));
+    if (absl::GetFlag(FLAGS_bench_layers) > 0) c.num_layers = absl::GetFlag(FLAGS_bench_layers);
+    if (prefill < 1 || decode < 1) {
+      return absl::InvalidArgumentError("--prefill_tokens and --decode_tokens must be >= 1");
+    }
+    return MakeTpSlice(c, 0, t).status();
+  }();
   KVFOLD_RETURN_IF_ERROR(ranks.AgreeOnStartup(prepared));
   std::unique_ptr<CountingCommunicator> counting;
   LoadOptions load;

@@ -32,21 +32,26 @@
 namespace kvfold {
 namespace {
 
-// Text input must tokenize to ids the model has (a tokenizer with more ids
-// than the model's vocabulary is a mismatched checkpoint).
-absl::Status CheckIds(const Prompt& prompt, int64_t vocab, const Tokenizer* tokenizer) {
-  if (!prompt.from_text || tokenizer == nullptr) return absl::OkStatus();
+// Every id must be one the model has: a tokenizer with more ids than the
+// vocabulary is a mismatched checkpoint; ids given directly are checked
+// before any document is answered. `where` names the input.
+absl::Status CheckIds(const Prompt& prompt, int64_t vocab, const Tokenizer* tokenizer,
+                      const std::string& where) {
   auto check = [&](const std::vector<int32_t>& ids, const std::string& what) {
-    for (int32_t id : ids) {
-      if (id < 0 || id >= vocab) {
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (ids[i] >= 0 && ids[i] < vocab) continue;
+      if (prompt.from_text && tokenizer != nullptr) {
         return absl::InvalidArgumentError(absl::StrCat(
-            tokenizer->name(), ": ", what, " tokenizes to id ", id,
+            tokenizer->name(), ": ", what, " tokenizes to id ", ids[i],
             ", outside the model's vocabulary of ", vocab, " (config.json vocab_size)"));
       }
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, what, ": token id ", ids[i], " at index ", i,
+          " is outside the vocabulary [0, ", vocab, ")"));
     }
     return absl::OkStatus();
   };
-  KVFOLD_RETURN_IF_ERROR(check(prompt.document, "the text"));
+  KVFOLD_RETURN_IF_ERROR(check(prompt.document, prompt.from_text ? "the text" : "the document"));
   for (size_t i = 0; i < prompt.questions.size(); ++i) {
     KVFOLD_RETURN_IF_ERROR(check(prompt.questions[i], absl::StrCat("question ", i)));
   }
@@ -118,8 +123,11 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> StartModel(Ranks& ranks, absl::Statu
       KVFOLD_ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromFile(dir + "/config.json"));
       // Checked before a possibly large model is read.
       KVFOLD_RETURN_IF_ERROR(ValidateCacheOptions(options, config.num_layers));
-      for (const Prompt& p : prompts) {
-        KVFOLD_RETURN_IF_ERROR(CheckIds(p, config.vocab_size, tokenizer));
+      const std::string documents = absl::GetFlag(FLAGS_documents_file);
+      for (size_t i = 0; i < prompts.size(); ++i) {
+        const std::string where =
+            documents.empty() ? "" : absl::StrCat(documents, ": document ", i, ": ");
+        KVFOLD_RETURN_IF_ERROR(CheckIds(prompts[i], config.vocab_size, tokenizer, where));
       }
       KVFOLD_ASSIGN_OR_RETURN(load, LoadOptionsFromFlags());
       return ranks.PlanMesh(config);
@@ -198,6 +206,9 @@ absl::Status RunGenerate(Ranks& ranks) {
     KVFOLD_ASSIGN_OR_RETURN(options, EngineOptionsFromFlags());
     KVFOLD_ASSIGN_OR_RETURN(opts, GenerateOptionsFromFlags());
     KVFOLD_ASSIGN_OR_RETURN(tokenizer, TokenizerFromFlags(dir));
+    if (absl::GetFlag(FLAGS_stream) && !tokenizer) {
+      return absl::InvalidArgumentError("--stream needs the model's tokenizer.json");
+    }
     if (documents_file.empty()) {
       KVFOLD_ASSIGN_OR_RETURN(Prompt p, PromptFromFlags(dir, tokenizer ? &*tokenizer : nullptr));
       prompts.push_back(std::move(p));
@@ -227,7 +238,6 @@ absl::Status RunGenerate(Ranks& ranks) {
   std::optional<StreamDecoder> stream;
   size_t streaming_answer = 0;
   if (absl::GetFlag(FLAGS_stream) && ranks.writer()) {
-    if (!tokenizer) return absl::InvalidArgumentError("--stream needs the model's tokenizer.json");
     stream.emplace(*tokenizer, /*skip_special_tokens=*/true);
     opts.on_token = [&](size_t answer, int32_t id) {
       if (answer != streaming_answer) {
@@ -251,6 +261,7 @@ absl::Status RunGenerate(Ranks& ranks) {
     if (tag_document) tag_document = i;
     std::string lines;
     if (owner == ranks.dp_rank()) {
+      KVFOLD_RETURN_IF_ERROR(ranks.SyncReplica());
       KVFOLD_ASSIGN_OR_RETURN(std::vector<GenerateResult> results,
                               engine.Answer(prompts[i].document, prompts[i].questions, opts));
       if (stream) std::fprintf(stderr, "%s\n", stream->Finish().c_str());

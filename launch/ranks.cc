@@ -63,6 +63,7 @@ absl::StatusOr<std::unique_ptr<Ranks>> Ranks::Start() {
 
 Ranks::~Ranks() {
   tp_device_.reset();
+  tp_jobs_.reset();
   tp_.reset();
   results_.reset();
   owned_world_.reset();
@@ -88,8 +89,14 @@ absl::Status Ranks::PlanMesh(const ModelConfig& c) {
 
 absl::Status Ranks::SplitGroups() {
   // TP groups: the ranks of one (replica, SP rank), ordered by TP rank.
-  KVFOLD_ASSIGN_OR_RETURN(tp_, world_->Split(rank() / mesh_->tp_size(), mesh_->tp_rank()));
+  const int color = rank() / mesh_->tp_size();
+  KVFOLD_ASSIGN_OR_RETURN(tp_, world_->Split(color, mesh_->tp_rank()));
+  KVFOLD_ASSIGN_OR_RETURN(tp_jobs_, results().Split(color, mesh_->tp_rank()));
   return absl::OkStatus();
+}
+
+absl::Status Ranks::SyncReplica() {
+  return tp_jobs_ != nullptr && tp_jobs_->size() > 1 ? tp_jobs_->Barrier() : absl::OkStatus();
 }
 
 absl::StatusOr<Communicator*> Ranks::TpFor(const Device& device) {
@@ -115,9 +122,11 @@ int Ranks::ReplicaLeader(int dp) const {
 
 absl::Status Ranks::AgreeOnStartup(const absl::Status& status) {
   const int n = size();
-  std::vector<int32_t> mine = Pack(status.ok() ? "" : std::string(status.message()));
+  std::string message(status.message());
+  if (!status.ok() && message.empty()) message = absl::StatusCodeToString(status.code());
+  std::vector<int32_t> mine = Pack(message);
   std::vector<int32_t> all(size_t(n) * kMessageWords);
-  KVFOLD_RETURN_IF_ERROR(world_->AllGather(
+  KVFOLD_RETURN_IF_ERROR(results().AllGather(
       TensorView{mine.data(), DType::kI32, Device::Cpu(), {kMessageWords}},
       TensorView{all.data(), DType::kI32, Device::Cpu(), {int64_t(n) * kMessageWords}}));
   std::vector<int> failed;

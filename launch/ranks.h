@@ -46,6 +46,10 @@ class Ranks {
   // Splits the world into the planned TP groups (collective; after
   // AgreeOnStartup, so no rank is missing).
   absl::Status SplitGroups();
+  // Meets the rest of this rank's TP group with the --job_timeout: before
+  // each document, so ranks whose partner (the writer) is waiting for other
+  // replicas' results do not run into the short collective timeout.
+  absl::Status SyncReplica();
   const Mesh& mesh() const { return *mesh_; }
   // The TP group, or null for TP = 1 (the model then holds everything).
   Communicator* tp() { return mesh_ && mesh_->tp_size() > 1 ? tp_.get() : nullptr; }
@@ -60,7 +64,8 @@ class Ranks {
   int ReplicaLeader(int dp) const;
   bool replica_leader() const { return ReplicaLeader(dp_rank()) == rank(); }
 
-  // Collective over the world: OK when every rank's `status` is OK. Else
+  // Collective over the world (with the --job_timeout: ranks load at
+  // different speeds): OK when every rank's `status` is OK. Else
   // rank 0 prints the failure (one message when all ranks failed alike, else
   // one line per failing rank) and every rank returns an error that
   // `reported()` marks as already printed.
@@ -81,6 +86,7 @@ class Ranks {
   std::unique_ptr<Mesh> mesh_;
   std::unique_ptr<Communicator> tp_;
   std::unique_ptr<Communicator> tp_device_;  // NCCL over tp_
+  std::unique_ptr<Communicator> tp_jobs_;    // tp_ with the --job_timeout
   bool reported_ = false;
 };
 

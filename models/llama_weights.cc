@@ -172,6 +172,8 @@ struct Named {
 
 absl::Status LoadAll(WeightSource& src, std::vector<Named>& weights, const LoadOptions& o) {
   for (Named& n : weights) {
+    // A TP rank past the end of a small vocabulary holds no rows.
+    if (n.cut == Cut::kRows && n.begin == n.end) continue;
     absl::StatusOr<Tensor> host =
         n.cut == Cut::kCols ? src.Cols(n.name, n.shape, n.begin, n.end)
                             : src.Rows(n.name, n.shape, n.begin, n.end);
@@ -205,7 +207,7 @@ std::vector<Named> LayerWeights(const ModelConfig& c, const TpSlice& t, int i,
     w.push_back({p + "self_attn.k_proj.bias", {kv}, Cut::kRows, k0, k1, &l->bk});
     w.push_back({p + "self_attn.v_proj.bias", {kv}, Cut::kRows, k0, k1, &l->bv});
   }
-  // Added once, after the all-reduce of the row-parallel output (rank 0).
+  // Added once: by rank 0, to its part of the row-parallel output.
   if (c.o_bias && t.rank == 0) {
     w.push_back({p + "self_attn.o_proj.bias", {h}, Cut::kWhole, 0, h, &l->bo});
   }

@@ -4,7 +4,7 @@
 # once by rank 0 with every rank exiting non-zero; a rank that fails after
 # start-up (error, exception, killed) or has a bad checkpoint ends the whole
 # job non-zero, quickly, with a message naming it.
-set -u
+set -u -o pipefail
 KVFOLD="$1"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export TMPDIR="${TEST_TMPDIR:-$(mktemp -d)}"
@@ -27,10 +27,11 @@ for line in sys.stdin:
 
 # --- Tensor parallelism: the same greedy answers as one rank.
 for model in llama3_f32 mistral_gqa_f32 qwen2_bias_tied_bf16; do
-  for cache in "" "--cache=h2o --cache_slots=16" "--cache=snapkv --cache_slots=16"; do
+  for cache in "" "--cache=h2o --cache_slots=16" "--cache=snapkv --cache_slots=16 --cache_window=4"; do
     args=(generate --model="tests/golden/$model" --ids=1,17,42,99,7,128,5,9,33,250,3,77,21,64,8,19,140,2,6,90
           --questions="3,4;5,6,7" --max_new_tokens=12 --threads=1 --prefill_chunk=8 $cache)
     "$KVFOLD" "${args[@]}" | answers >"$T/one" || fail "$model $cache: one rank"
+    [ "$(wc -l <"$T/one")" -eq 2 ] || fail "$model $cache: $(wc -l <"$T/one") answers, want 2"
     for tp in 2 4; do
       mpi "$tp" "$KVFOLD" "${args[@]}" --tp="$tp" | answers >"$T/tp" || fail "$model TP=$tp $cache"
       if cmp -s "$T/one" "$T/tp"; then echo "ok: $model TP=$tp $cache"; else
@@ -75,6 +76,18 @@ for layout in "2" "3" "4 --tp=2"; do
   if cmp -s "$T/dp1" "$T/dp"; then echo "ok: -np $layout: the same results as one rank"; else
     fail "-np $layout differs"; diff "$T/dp1" "$T/dp"; fi
 done
+
+# A long document on replica 1 while replica 0 (TP 2) waits for its result:
+# the writer's TP partner waits with --job_timeout, not the 1 s collective one.
+python3 -c "
+print('1,2,3')
+print(','.join(str(i * 7 % 250) for i in range(200000)))
+print('4,5,6')" >"$T/long"
+mpi 4 "$KVFOLD" generate --model=tests/golden/mistral_gqa_f32 --documents_file="$T/long" \
+  --max_new_tokens=2 --threads=1 --tp=2 --collective_timeout=1 --cache=streaming \
+  --cache_slots=64 | answers >"$T/longout" || fail "DP2 x TP2 with a long document"
+[ "$(wc -l <"$T/longout")" -eq 3 ] && echo "ok: DP2 x TP2, a 200K-token document on replica 1" ||
+  fail "DP2 x TP2 long document: $(wc -l <"$T/longout") answers"
 
 # --- Start-up errors: rank 0 says it once, every rank exits non-zero.
 startup_error() {  # name, expected message, ranks, flags...

@@ -60,6 +60,8 @@ expect_error 1 "top_p" generate --model=$MODEL --ids=1 --top_p=1.5
 expect_error 1 "world size 1 is not divisible by --tp=2.*mpirun -np" generate --model=$MODEL --ids=1 --tp=2
 expect_error 1 "documents_file takes the documents as token ids" generate --model=$MODEL --ids=1 --documents_file=/dev/null
 : >"$tmp/empty_docs"
+printf '1,2\n3,999\n' >"$tmp/bad_docs"
+expect_error 1 "bad_docs: document 1: the document: token id 999 at index 1 is outside the vocabulary" generate --model=$MODEL --documents_file="$tmp/bad_docs"
 expect_error 1 "no documents" generate --model=$MODEL --documents_file="$tmp/empty_docs"
 expect_error 1 "fault injected" generate --model=$MODEL --ids=1 --fault=0:error
 expect_error 1 "temperature" generate --model=$MODEL --ids=1 --temperature=-1

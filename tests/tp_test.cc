@@ -148,6 +148,37 @@ TEST_P(TpTest, EqualsOneRankAndTransformers) {
   }
 }
 
+// Vocabularies T does not divide (the last ranks hold fewer rows, or none)
+// and a bias on o: random weights named the same on every rank.
+TEST(TpRandomTest, UnevenVocabulary) {
+  Communicator& world = *g_world;
+  for (int64_t vocab : {int64_t{250}, int64_t{9}}) {
+    ModelConfig c;
+    c.vocab_size = vocab, c.hidden_size = 32, c.intermediate_size = 64;
+    c.num_layers = 2, c.num_heads = 4, c.num_kv_heads = 2, c.head_dim = 8;
+    c.rope.theta = 10000.0;
+    c.rope.rotary_dim = 8;
+    c.qkv_bias = c.o_bias = true;
+    c.max_position_embeddings = 4096;
+    LoadOptions tp_options;
+    tp_options.tp = &world;
+    auto tp = LlamaModel::Random(c, 5, tp_options);
+    ASSERT_TRUE(tp.ok()) << tp.status();
+    auto one = LlamaModel::Random(c, 5);
+    ASSERT_TRUE(one.ok()) << one.status();
+    std::vector<int32_t> ids(40);
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 5 + 3) % vocab);
+    const RunResult a = Prefill(**tp, "", ids, 8), b = Prefill(**one, "", ids, 8);
+    ASSERT_EQ(a.logits.size(), b.logits.size());
+    const double diff = MaxRelDiff(a.logits, b.logits);
+    std::printf("rank %d vocab %lld (%lld rows here) TP=%d: logits vs TP=1 %.2e\n",
+                world.rank(), (long long)vocab, (long long)(*tp)->tp_slice().vocab_rows,
+                world.size(), diff);
+    EXPECT_LE(diff, 1e-5) << "vocab " << vocab;
+    EXPECT_EQ(a.greedy, b.greedy) << "vocab " << vocab;
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Checkpoints, TpTest, ::testing::ValuesIn(kGoldenCheckpoints),
                          [](const auto& info) { return std::string(info.param.name); });
 

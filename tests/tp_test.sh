@@ -12,7 +12,7 @@ for n in 2 4; do
       --mca btl self,vader --mca btl_vader_backing_directory "$TMPDIR" \
       --mca pml ob1 --mca oob_tcp_if_include lo "$BIN" >"$TMPDIR/out" 2>&1; then
     echo "ok: TP=$n"
-    grep -E "^rank 0[ :]" "$TMPDIR/out"
+    grep -E "^rank [0-9]+ vocab|^rank 0[ :]" "$TMPDIR/out"
   else
     echo "FAIL: TP=$n"; cat "$TMPDIR/out"; failures=$((failures + 1))
   fi
