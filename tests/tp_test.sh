@@ -6,6 +6,9 @@ set -u
 BIN="$1"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export TMPDIR="${TEST_TMPDIR:-$(mktemp -d)}"
+# Every rank is a gtest binary: left set, they would all write Bazel's
+# test.xml at once (a corrupt file); this script's result is the verdict.
+unset XML_OUTPUT_FILE GTEST_OUTPUT
 failures=0
 for n in 2 4; do
   if timeout -k 5 300 mpirun -np "$n" --oversubscribe --bind-to none \
