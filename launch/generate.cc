@@ -3,9 +3,7 @@
 // --documents_file shared out over the data-parallel replicas, and every
 // result written by world rank 0 in input order.
 #include <csignal>
-#include <cstring>
 #include <cstdio>
-#include <fstream>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -14,7 +12,6 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/flags/flag.h"
-#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -25,12 +22,15 @@
 #include "launch/prompt.h"
 #include "launch/ranks.h"
 #include "launch/report.h"
-#include "models/files.h"
 #include "models/tokenizer/tokenizer.h"
 #include "runtime/engine.h"
 
 namespace kvfold {
 namespace {
+
+// Result lines from a replica's leader to the writer; messages between two
+// ranks keep their order, so one tag serves every document.
+constexpr int kResultTag = 1;
 
 // Every id must be one the model has: a tokenizer with more ids than the
 // vocabulary is a mismatched checkpoint; ids given directly are checked
@@ -56,26 +56,6 @@ absl::Status CheckIds(const Prompt& prompt, int64_t vocab, const Tokenizer* toke
     KVFOLD_RETURN_IF_ERROR(check(prompt.questions[i], absl::StrCat("question ", i)));
   }
   return absl::OkStatus();
-}
-
-// --documents_file: one document per line as token ids; every document gets
-// the --questions (if any).
-absl::StatusOr<std::vector<Prompt>> DocumentsFromFile(const std::string& path,
-                                                      const Prompt& flags) {
-  KVFOLD_ASSIGN_OR_RETURN(std::string text, ReadTextFile(path, size_t(1) << 32));
-  std::vector<Prompt> docs;
-  int line_no = 0;
-  for (absl::string_view line : absl::StrSplit(text, '\n')) {
-    ++line_no;
-    if (absl::StripAsciiWhitespace(line).empty()) continue;
-    Prompt p;
-    KVFOLD_ASSIGN_OR_RETURN(p.document,
-                            ParseIds(std::string(line), absl::StrCat(path, ":", line_no)));
-    p.questions = flags.questions;
-    docs.push_back(std::move(p));
-  }
-  if (docs.empty()) return absl::InvalidArgumentError(path + ": no documents");
-  return docs;
 }
 
 absl::StatusOr<GenerateOptions> GenerateOptionsFromFlags() {
@@ -173,26 +153,6 @@ std::string AnswerLines(const std::vector<GenerateResult>& results, const Prompt
   return out;
 }
 
-// Results travel from a replica's leader to the writer as a length and the
-// bytes packed in i32 words; messages between two ranks keep their order.
-absl::Status SendText(Communicator& c, const std::string& text, int to) {
-  std::vector<int32_t> words(1 + (text.size() + 3) / 4, 0);
-  words[0] = int32_t(text.size());
-  std::memcpy(words.data() + 1, text.data(), text.size());
-  std::vector<int32_t> length = {int32_t(words.size())};
-  KVFOLD_RETURN_IF_ERROR(c.Send({length.data(), DType::kI32, Device::Cpu(), {1}}, to, 1));
-  return c.Send({words.data(), DType::kI32, Device::Cpu(), {int64_t(words.size())}}, to, 2);
-}
-
-absl::StatusOr<std::string> RecvText(Communicator& c, int from) {
-  std::vector<int32_t> length(1);
-  KVFOLD_RETURN_IF_ERROR(c.Recv({length.data(), DType::kI32, Device::Cpu(), {1}}, from, 1));
-  std::vector<int32_t> words(std::max(1, length[0]));
-  KVFOLD_RETURN_IF_ERROR(
-      c.Recv({words.data(), DType::kI32, Device::Cpu(), {int64_t(words.size())}}, from, 2));
-  return std::string(reinterpret_cast<const char*>(words.data() + 1), size_t(words[0]));
-}
-
 }  // namespace
 
 absl::Status RunGenerate(Ranks& ranks) {
@@ -212,23 +172,9 @@ absl::Status RunGenerate(Ranks& ranks) {
     if (documents_file.empty()) {
       KVFOLD_ASSIGN_OR_RETURN(Prompt p, PromptFromFlags(dir, tokenizer ? &*tokenizer : nullptr));
       prompts.push_back(std::move(p));
-      return absl::OkStatus();
+    } else {
+      KVFOLD_ASSIGN_OR_RETURN(prompts, DocumentsFromFlags());
     }
-    if (TextFlagsGiven() || !absl::GetFlag(FLAGS_ids).empty() ||
-        !absl::GetFlag(FLAGS_ids_file).empty()) {
-      return absl::InvalidArgumentError(
-          "--documents_file takes the documents as token ids, one per line; give "
-          "questions with --questions, not --ids/--text flags");
-    }
-    Prompt flags;
-    if (!absl::GetFlag(FLAGS_questions).empty()) {
-      for (absl::string_view q : absl::StrSplit(absl::GetFlag(FLAGS_questions), ';')) {
-        KVFOLD_ASSIGN_OR_RETURN(std::vector<int32_t> ids,
-                                ParseIds(std::string(q), "--questions"));
-        flags.questions.push_back(std::move(ids));
-      }
-    }
-    KVFOLD_ASSIGN_OR_RETURN(prompts, DocumentsFromFile(documents_file, flags));
     return absl::OkStatus();
   }();
   const Tokenizer* tok = tokenizer ? &*tokenizer : nullptr;
@@ -254,23 +200,21 @@ absl::Status RunGenerate(Ranks& ranks) {
   // of replica 0) answers its own and receives the others' in input order
   // while the other replicas run ahead.
   const int replicas = ranks.dp_size();
-  std::optional<size_t> tag_document;
-  if (!documents_file.empty()) tag_document = 0;
   for (size_t i = 0; i < prompts.size(); ++i) {
     const int owner = int(i % replicas);
-    if (tag_document) tag_document = i;
     std::string lines;
     if (owner == ranks.dp_rank()) {
       KVFOLD_RETURN_IF_ERROR(ranks.SyncReplica());
       KVFOLD_ASSIGN_OR_RETURN(std::vector<GenerateResult> results,
                               engine.Answer(prompts[i].document, prompts[i].questions, opts));
       if (stream) std::fprintf(stderr, "%s\n", stream->Finish().c_str());
-      lines = AnswerLines(results, prompts[i], options, tok, tag_document);
+      lines = AnswerLines(results, prompts[i], options, tok,
+                          documents_file.empty() ? std::nullopt : std::optional(i));
       if (!ranks.writer() && ranks.replica_leader()) {
-        KVFOLD_RETURN_IF_ERROR(SendText(ranks.results(), lines, 0));
+        KVFOLD_RETURN_IF_ERROR(SendText(ranks.results(), lines, 0, kResultTag));
       }
     } else if (ranks.writer()) {
-      KVFOLD_ASSIGN_OR_RETURN(lines, RecvText(ranks.results(), ranks.ReplicaLeader(owner)));
+      KVFOLD_ASSIGN_OR_RETURN(lines, RecvText(ranks.results(), ranks.ReplicaLeader(owner), kResultTag));
     }
     if (ranks.writer()) {
       std::fputs(lines.c_str(), stdout);

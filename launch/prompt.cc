@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "kernels/status_macros.h"
@@ -38,7 +39,46 @@ absl::StatusOr<std::vector<std::string>> TextQuestions() {
   return questions;
 }
 
+// --questions: token ids, questions separated by ';'.
+absl::StatusOr<std::vector<std::vector<int32_t>>> IdQuestions(const std::string& flag) {
+  std::vector<std::vector<int32_t>> questions;
+  if (flag.empty()) return questions;
+  for (absl::string_view q : absl::StrSplit(flag, ';')) {
+    KVFOLD_ASSIGN_OR_RETURN(
+        std::vector<int32_t> ids,
+        ParseIds(std::string(q), absl::StrCat("--questions (question ", questions.size(), ")")));
+    questions.push_back(std::move(ids));
+  }
+  return questions;
+}
+
 }  // namespace
+
+absl::StatusOr<std::vector<Prompt>> DocumentsFromFlags() {
+  const std::string path = absl::GetFlag(FLAGS_documents_file);
+  if (TextFlagsGiven() || !absl::GetFlag(FLAGS_ids).empty() ||
+      !absl::GetFlag(FLAGS_ids_file).empty()) {
+    return absl::InvalidArgumentError(
+        "--documents_file takes the documents as token ids, one per line; give "
+        "questions with --questions, not --ids/--text flags");
+  }
+  KVFOLD_ASSIGN_OR_RETURN(std::vector<std::vector<int32_t>> questions,
+                          IdQuestions(absl::GetFlag(FLAGS_questions)));
+  KVFOLD_ASSIGN_OR_RETURN(std::string text, ReadTextFile(path, kMaxTextBytes));
+  std::vector<Prompt> docs;
+  int line_no = 0;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    ++line_no;
+    if (absl::StripAsciiWhitespace(line).empty()) continue;
+    Prompt p;
+    KVFOLD_ASSIGN_OR_RETURN(p.document,
+                            ParseIds(std::string(line), absl::StrCat(path, ":", line_no)));
+    p.questions = questions;
+    docs.push_back(std::move(p));
+  }
+  if (docs.empty()) return absl::InvalidArgumentError(path + ": no documents");
+  return docs;
+}
 
 bool TextFlagsGiven() {
   return !absl::GetFlag(FLAGS_text).empty() || !absl::GetFlag(FLAGS_text_file).empty() ||
@@ -83,15 +123,7 @@ absl::StatusOr<Prompt> PromptFromFlags(const std::string& model_dir,
       KVFOLD_ASSIGN_OR_RETURN(std::string content, ReadTextFile(ids_file, kMaxTextBytes));
       KVFOLD_ASSIGN_OR_RETURN(p.document, ParseIds(content, ids_file));
     }
-    if (!id_questions.empty()) {
-      int index = 0;
-      for (absl::string_view q : absl::StrSplit(id_questions, ';')) {
-        KVFOLD_ASSIGN_OR_RETURN(
-            std::vector<int32_t> qids,
-            ParseIds(std::string(q), absl::StrCat("--questions (question ", index++, ")")));
-        p.questions.push_back(std::move(qids));
-      }
-    }
+    KVFOLD_ASSIGN_OR_RETURN(p.questions, IdQuestions(id_questions));
     return p;
   }
   if (!id_questions.empty()) {

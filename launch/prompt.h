@@ -29,6 +29,10 @@ absl::StatusOr<std::optional<Tokenizer>> TokenizerFromFlags(const std::string& m
 absl::StatusOr<Prompt> PromptFromFlags(const std::string& model_dir,
                                        const Tokenizer* tokenizer);
 
+// --documents_file: one document per line as token ids (blank lines
+// skipped), each with the --questions; errors name the file and line.
+absl::StatusOr<std::vector<Prompt>> DocumentsFromFlags();
+
 }  // namespace kvfold
 
 #endif  // KVFOLD_LAUNCH_PROMPT_H_

@@ -2,7 +2,7 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
+#include <algorithm>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -23,22 +23,6 @@ bool LaunchedByMpirun() {
     if (std::getenv(v) != nullptr) return true;
   }
   return false;
-}
-
-// Start-up messages travel as fixed-size i32 blocks (collectives move f32 or
-// i32 tensors); longer ones are cut.
-constexpr int kMessageWords = 256;
-
-std::vector<int32_t> Pack(const std::string& text) {
-  std::vector<int32_t> words(kMessageWords, 0);
-  std::memcpy(words.data(), text.data(),
-              std::min(text.size(), sizeof(int32_t) * kMessageWords - 1));
-  return words;
-}
-
-std::string Unpack(const int32_t* words) {
-  const char* p = reinterpret_cast<const char*>(words);
-  return std::string(p, strnlen(p, sizeof(int32_t) * kMessageWords));
 }
 
 }  // namespace
@@ -124,34 +108,28 @@ absl::Status Ranks::AgreeOnStartup(const absl::Status& status) {
   const int n = size();
   std::string message(status.message());
   if (!status.ok() && message.empty()) message = absl::StatusCodeToString(status.code());
-  std::vector<int32_t> mine = Pack(message);
-  std::vector<int32_t> all(size_t(n) * kMessageWords);
-  KVFOLD_RETURN_IF_ERROR(results().AllGather(
-      TensorView{mine.data(), DType::kI32, Device::Cpu(), {kMessageWords}},
-      TensorView{all.data(), DType::kI32, Device::Cpu(), {int64_t(n) * kMessageWords}}));
+  KVFOLD_ASSIGN_OR_RETURN(std::vector<std::string> all, AllGatherText(results(), message));
   std::vector<int> failed;
   for (int r = 0; r < n; ++r) {
-    if (!Unpack(&all[size_t(r) * kMessageWords]).empty()) failed.push_back(r);
+    if (!all[r].empty()) failed.push_back(r);
   }
   if (failed.empty()) return absl::OkStatus();
   if (rank() == 0) {
-    bool alike = int(failed.size()) == n;
-    for (int r : failed) {
-      alike = alike && Unpack(&all[size_t(r) * kMessageWords]) == Unpack(all.data());
-    }
+    const bool alike = int(failed.size()) == n &&
+                       std::all_of(all.begin(), all.end(),
+                                   [&](const std::string& m) { return m == all[0]; });
     if (alike) {
-      std::fprintf(stderr, "kvfold: error: %s\n", Unpack(all.data()).c_str());
+      std::fprintf(stderr, "kvfold: error: %s\n", all[0].c_str());
     } else {
       for (int r : failed) {
         std::fprintf(stderr, "kvfold: error: rank %d of %d failed at start-up: %s\n", r, n,
-                     Unpack(&all[size_t(r) * kMessageWords]).c_str());
+                     all[r].c_str());
       }
     }
     std::fflush(stderr);
   }
   reported_ = true;
-  return status.ok() ? absl::AbortedError(absl::StrCat("another rank failed at start-up"))
-                     : status;
+  return status.ok() ? absl::AbortedError("another rank failed at start-up") : status;
 }
 
 void Ranks::Fail(const std::string& message, int code) {

@@ -139,13 +139,7 @@ absl::Status LlamaModel::Attention(const Stream& s, int layer,
   KVFOLD_RETURN_IF_ERROR(
       cache.AfterAttention(layer, {a.col_sums, nullptr, n}));
   // x += attn . Wo^T (+ bo)
-  if (options_.tp == nullptr) {
-    return Linear(s, sc.attn.as<float>(), n, l.wo, l.bo, sc.x.as<float>(),
-                  /*accumulate=*/true);
-  }
-  KVFOLD_RETURN_IF_ERROR(
-      Linear(s, sc.attn.as<float>(), n, l.wo, l.bo, sc.partial.as<float>()));
-  return ReduceInto(s, sc.x.as<float>(), n, sc);
+  return AddRowParallel(s, sc.attn.as<float>(), n, l.wo, l.bo, sc);
 }
 
 absl::StatusOr<TpTraffic> PlanTpTraffic(const ModelConfig& c, int tp, int64_t tokens,
@@ -153,7 +147,7 @@ absl::StatusOr<TpTraffic> PlanTpTraffic(const ModelConfig& c, int tp, int64_t to
   KVFOLD_ASSIGN_OR_RETURN(const TpSlice t, MakeTpSlice(c, 0, tp));
   TpTraffic traffic;
   if (tp == 1) return traffic;
-  // Mirrors Forward: EmbedTokens, then Attention's and the MLP's ReduceInto.
+  // Mirrors Forward: EmbedTokens, then Attention's and the MLP's AddRowParallel.
   traffic.all_reduce_calls = 1 + 2 * c.num_layers;
   traffic.all_reduce_bytes = traffic.all_reduce_calls * tokens * c.hidden_size * 4;
   if (logit_rows > 0) {  // Logits
@@ -184,8 +178,13 @@ absl::Status LlamaModel::ShareColumnSums(const Stream& s, int64_t length,
   return absl::OkStatus();
 }
 
-absl::Status LlamaModel::ReduceInto(const Stream& s, float* x, int64_t n,
-                                    ForwardScratch& sc) const {
+absl::Status LlamaModel::AddRowParallel(const Stream& s, const float* in, int64_t n,
+                                        const Tensor& w, const Tensor& bias,
+                                        ForwardScratch& sc) const {
+  float* x = sc.x.as<float>();
+  if (options_.tp == nullptr) return Linear(s, in, n, w, bias, x, /*accumulate=*/true);
+  // Each rank's output is a partial sum over its slice of the inputs.
+  KVFOLD_RETURN_IF_ERROR(Linear(s, in, n, w, bias, sc.partial.as<float>()));
   const int64_t values = n * config_.hidden_size;
   KVFOLD_RETURN_IF_ERROR(options_.tp->AllReduce(
       TensorView{sc.partial.data(), DType::kF32, s.device, {values}}, ReduceOp::kSum));
@@ -317,14 +316,7 @@ absl::Status LlamaModel::Forward(const Stream& s,
     KVFOLD_RETURN_IF_ERROR(Linear(s, xn, n, l.w_up, Tensor(), sc.up.as<float>()));
     KVFOLD_RETURN_IF_ERROR(SiluMul(s, sc.gate.as<float>(), sc.up.as<float>(),
                                    sc.gate.as<float>(), n * inter));
-    if (options_.tp == nullptr) {
-      KVFOLD_RETURN_IF_ERROR(Linear(s, sc.gate.as<float>(), n, l.w_down, Tensor(),
-                                    x, /*accumulate=*/true));
-    } else {
-      KVFOLD_RETURN_IF_ERROR(Linear(s, sc.gate.as<float>(), n, l.w_down, Tensor(),
-                                    sc.partial.as<float>()));
-      KVFOLD_RETURN_IF_ERROR(ReduceInto(s, x, n, sc));
-    }
+    KVFOLD_RETURN_IF_ERROR(AddRowParallel(s, sc.gate.as<float>(), n, l.w_down, Tensor(), sc));
   }
   if (which == LogitsFor::kNone) return absl::OkStatus();
   // Only the rows whose logits are wanted go through the final norm and head.

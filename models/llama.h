@@ -155,10 +155,11 @@ class LlamaModel {
   absl::Status Attention(const Stream& s, int layer, const int32_t* positions,
                          int64_t n, KvCache& cache,
                          ForwardScratch& scratch) const;
-  // x[n, hidden] += this rank's row-parallel output in sc.partial, summed
-  // over the TP group.
-  absl::Status ReduceInto(const Stream& s, float* x, int64_t n,
-                          ForwardScratch& sc) const;
+  // sc.x[n, hidden] += in . w^T (+ bias): a row-parallel projection (o,
+  // down), whose per-rank partial outputs are summed over the TP group.
+  absl::Status AddRowParallel(const Stream& s, const float* in, int64_t n,
+                              const Tensor& w, const Tensor& bias,
+                              ForwardScratch& sc) const;
   // Replicated KV heads (kv_heads < TP ranks): sums sc.col_sums [1, length]
   // over the ranks sharing this rank's KV head.
   absl::Status ShareColumnSums(const Stream& s, int64_t length,

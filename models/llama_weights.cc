@@ -64,12 +64,10 @@ class FileSource : public WeightSource {
   explicit FileSource(std::unique_ptr<WeightStore> store) : store_(std::move(store)) {}
   absl::StatusOr<Tensor> Rows(const std::string& name, const Shape& shape,
                               int64_t begin, int64_t end) override {
-    if (begin == 0 && end == shape[0]) return store_->LoadF32(name, shape);
     return store_->LoadRowsF32(name, shape, begin, end);
   }
   absl::StatusOr<Tensor> Cols(const std::string& name, const Shape& shape,
                               int64_t begin, int64_t end) override {
-    if (begin == 0 && end == shape[1]) return store_->LoadF32(name, shape);
     return store_->LoadColsF32(name, shape, begin, end);
   }
   uint64_t bytes_read() const override { return store_->bytes_read(); }

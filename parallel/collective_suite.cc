@@ -105,6 +105,24 @@ std::vector<std::string> RunCollectiveSuite(Communicator& comm) {
     }
   }
   ok(comm.Barrier(), "Barrier");
+  // Text: every rank's own length (rank 0 empty), and a ring of messages.
+  const std::string text(size_t(r) * 5, char('a' + r));
+  absl::StatusOr<std::vector<std::string>> texts = AllGatherText(comm, text);
+  if (ok(texts.status(), "AllGatherText")) {
+    for (int q = 0; q < n; ++q) {
+      if ((*texts)[q] != std::string(size_t(q) * 5, char('a' + q))) {
+        fail(absl::StrCat("AllGatherText: rank ", q, "'s text is \"", (*texts)[q], "\""));
+      }
+    }
+  }
+  if (n > 1) {
+    const int next = (r + 1) % n, prev = (r + n - 1) % n;
+    ok(SendText(comm, text + "!", next, 3), "SendText");
+    absl::StatusOr<std::string> got = RecvText(comm, prev, 3);
+    if (ok(got.status(), "RecvText") && *got != std::string(size_t(prev) * 5, char('a' + prev)) + "!") {
+      fail(absl::StrCat("RecvText got \"", *got, "\""));
+    }
+  }
   // Split into even and odd ranks, in reverse rank order: the new group's
   // ranks and a sum over it follow.
   absl::StatusOr<std::unique_ptr<Communicator>> half = comm.Split(r % 2, -r);

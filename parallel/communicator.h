@@ -9,6 +9,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -48,6 +49,15 @@ class Communicator {
   // independent of this one (it may outlive it).
   virtual absl::StatusOr<std::unique_ptr<Communicator>> Split(int color, int key) = 0;
 };
+
+// Text over any communicator (results, error messages), carried as i32
+// words: a length, then the bytes. SendText/RecvText are point to point
+// (two messages with `tag`); AllGatherText returns every rank's text in rank
+// order (collective).
+absl::Status SendText(Communicator& c, const std::string& text, int peer, int tag);
+absl::StatusOr<std::string> RecvText(Communicator& c, int peer, int tag);
+absl::StatusOr<std::vector<std::string>> AllGatherText(Communicator& c,
+                                                        const std::string& text);
 
 // Checks shared by the implementations: sizes, dtypes, ranks.
 absl::Status CheckReduce(const TensorView& data, const char* op);

@@ -3,15 +3,7 @@
 # rank that dies: the job ends non-zero within the timeout, no hang.
 set -u
 SUITE="$1"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export TMPDIR="${TEST_TMPDIR:-$(mktemp -d)}"
-mpi() {
-  local n="$1"
-  shift
-  timeout -k 5 120 mpirun -np "$n" --oversubscribe --bind-to none \
-    --mca btl self,vader --mca btl_vader_backing_directory "$TMPDIR" \
-    --mca pml ob1 --mca oob_tcp_if_include lo "$@"
-}
+source parallel/mpirun_env.sh
 failures=0
 for n in 2 4; do
   if mpi "$n" "$SUITE" >"$TMPDIR/out" 2>"$TMPDIR/err"; then

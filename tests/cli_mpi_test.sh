@@ -6,18 +6,10 @@
 # job non-zero, quickly, with a message naming it.
 set -u -o pipefail
 KVFOLD="$1"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export TMPDIR="${TEST_TMPDIR:-$(mktemp -d)}"
+source parallel/mpirun_env.sh
 T="$TMPDIR"
 failures=0
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
-mpi() {
-  local n="$1"
-  shift
-  timeout -k 5 120 mpirun -np "$n" --oversubscribe --bind-to none \
-    --mca btl self,vader --mca btl_vader_backing_directory "$TMPDIR" \
-    --mca pml ob1 --mca oob_tcp_if_include lo "$@"
-}
 # document, question and ids of every answer line (timings differ per run)
 answers() { python3 -c '
 import json, sys
@@ -117,9 +109,7 @@ startup_error "missing model" "nowhere/config.json: cannot open" 2 --model="$T/n
 mkdir -p "$T/bad"
 cp tests/golden/llama3_f32/config.json "$T/bad/"
 head -c 1000 tests/golden/llama3_f32/model.safetensors >"$T/bad/model.safetensors"
-timeout -k 5 120 mpirun --oversubscribe --bind-to none --mca btl self,vader \
-  --mca btl_vader_backing_directory "$TMPDIR" --mca pml ob1 --mca oob_tcp_if_include lo \
-  -np 1 "$KVFOLD" generate --ids=1,2 --threads=1 --tp=2 --model=tests/golden/llama3_f32 : \
+mpi 1 "$KVFOLD" generate --ids=1,2 --threads=1 --tp=2 --model=tests/golden/llama3_f32 : \
   -np 1 "$KVFOLD" generate --ids=1,2 --threads=1 --tp=2 --model="$T/bad" >"$T/out" 2>"$T/err"
 rc=$?
 if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && grep -q "rank 1 of 2 failed at start-up: .*truncated" "$T/err"; then

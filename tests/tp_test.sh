@@ -4,16 +4,14 @@
 # transformers on every golden checkpoint.
 set -u
 BIN="$1"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export TMPDIR="${TEST_TMPDIR:-$(mktemp -d)}"
+MPI_TIMEOUT=300
+source parallel/mpirun_env.sh
 # Every rank is a gtest binary: left set, they would all write Bazel's
 # test.xml at once (a corrupt file); this script's result is the verdict.
 unset XML_OUTPUT_FILE GTEST_OUTPUT
 failures=0
 for n in 2 4; do
-  if timeout -k 5 300 mpirun -np "$n" --oversubscribe --bind-to none \
-      --mca btl self,vader --mca btl_vader_backing_directory "$TMPDIR" \
-      --mca pml ob1 --mca oob_tcp_if_include lo "$BIN" >"$TMPDIR/out" 2>&1; then
+  if mpi "$n" "$BIN" >"$TMPDIR/out" 2>&1; then
     echo "ok: TP=$n"
     grep -E "^rank [0-9]+ vocab|^rank 0[ :]" "$TMPDIR/out"
   else

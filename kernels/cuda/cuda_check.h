@@ -1,5 +1,6 @@
-// Status-returning checks for CUDA runtime and cuBLAS calls (private to the
-// .cu files): the message records the expression, file and line.
+// Status-returning checks for CUDA runtime and cuBLAS calls (the .cu files of
+// kernels/cuda, and C++ calling the CUDA runtime, e.g. parallel/nccl): the
+// message records the expression, file and line.
 #ifndef KVFOLD_KERNELS_CUDA_CUDA_CHECK_H_
 #define KVFOLD_KERNELS_CUDA_CUDA_CHECK_H_
 

@@ -1,10 +1,10 @@
-// Status-returning checks for NCCL and CUDA runtime calls in parallel/nccl:
+// Status-returning checks for NCCL calls in parallel/nccl (CUDA runtime calls
+// use kernels/cuda/cuda_check.h):
 // the message records the expression, file and line, so a failure deep in a
 // collective says which call failed and where.
 #ifndef KVFOLD_PARALLEL_NCCL_NCCL_CHECK_H_
 #define KVFOLD_PARALLEL_NCCL_NCCL_CHECK_H_
 
-#include <cuda_runtime.h>
 #include <nccl.h>
 
 #include "absl/status/status.h"
@@ -25,13 +25,6 @@ inline absl::Status NcclError(ncclResult_t r, const char* expr,
                                           ncclGetLastError(nullptr), ")"));
 }
 
-inline absl::Status CudaError(cudaError_t e, const char* expr, const char* file,
-                              int line) {
-  return absl::InternalError(absl::StrCat(expr, " failed at ", file, ":", line,
-                                          ": ", cudaGetErrorName(e), ": ",
-                                          cudaGetErrorString(e)));
-}
-
 }  // namespace kvfold::nccl
 
 #define NCCL_RETURN_IF_ERROR(expr)                                           \
@@ -39,15 +32,6 @@ inline absl::Status CudaError(cudaError_t e, const char* expr, const char* file,
     const ncclResult_t kvfold_r = (expr);                                    \
     if (!::kvfold::nccl::NcclOk(kvfold_r))                                   \
       return ::kvfold::nccl::NcclError(kvfold_r, #expr, __FILE__, __LINE__); \
-  } while (0)
-
-// The CUDA twin of NCCL_RETURN_IF_ERROR (kernels/cuda/cuda_check.h is
-// private to the .cu files of kernels/cuda).
-#define NCCL_CUDA_RETURN_IF_ERROR(expr)                                      \
-  do {                                                                       \
-    const cudaError_t kvfold_e = (expr);                                     \
-    if (kvfold_e != cudaSuccess)                                             \
-      return ::kvfold::nccl::CudaError(kvfold_e, #expr, __FILE__, __LINE__); \
   } while (0)
 
 #endif  // KVFOLD_PARALLEL_NCCL_NCCL_CHECK_H_

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
+#include "kernels/cuda/cuda_check.h"
 #include "parallel/nccl/nccl_check.h"
 
 namespace kvfold {
@@ -42,8 +43,8 @@ class DeviceScope {
   }
   absl::Status Enter(int device) {
     int previous = 0;
-    NCCL_CUDA_RETURN_IF_ERROR(cudaGetDevice(&previous));
-    NCCL_CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
+    CUDA_RETURN_IF_ERROR(cudaGetDevice(&previous));
+    CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
     previous_ = previous;
     return absl::OkStatus();
   }
@@ -82,10 +83,10 @@ absl::Status WaitReady(ncclComm_t comm, absl::Duration timeout,
 
 // A stream and the barrier word, for a communicator on the current device.
 absl::Status CreateStream(NcclCommunicator::State& s) {
-  NCCL_CUDA_RETURN_IF_ERROR(
+  CUDA_RETURN_IF_ERROR(
       cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
-  NCCL_CUDA_RETURN_IF_ERROR(cudaMalloc(&s.barrier, sizeof(int32_t)));
-  NCCL_CUDA_RETURN_IF_ERROR(
+  CUDA_RETURN_IF_ERROR(cudaMalloc(&s.barrier, sizeof(int32_t)));
+  CUDA_RETURN_IF_ERROR(
       cudaMemsetAsync(s.barrier, 0, sizeof(int32_t), s.stream));
   return absl::OkStatus();
 }
@@ -93,7 +94,7 @@ absl::Status CreateStream(NcclCommunicator::State& s) {
 // A device index that does not exist is the caller's mistake, not CUDA's.
 absl::Status CheckDevice(int device) {
   int count = 0;
-  NCCL_CUDA_RETURN_IF_ERROR(cudaGetDeviceCount(&count));
+  CUDA_RETURN_IF_ERROR(cudaGetDeviceCount(&count));
   if (device < 0 || device >= count) {
     return absl::InvalidArgumentError(
         absl::StrCat("there is no CUDA device ", device, " (", count,
