@@ -81,7 +81,8 @@ CompressedKvCache::CompressedKvCache(
   // that it fits in memory).
   for (int64_t l = 0; l < shape_.num_layers; ++l) {
     LayerState& s = layers_[l];
-    if (absl::Status st = s.slots.Reserve(shape_, budgets_[l] + max_chunk);
+    const int64_t reserve = budgets_[l] + compressor_->Slack() + max_chunk;
+    if (absl::Status st = s.slots.Reserve(shape_, reserve);
         !st.ok() && status_.ok()) {
       status_ = st;  // reported by the first Append
     }
@@ -139,7 +140,9 @@ int64_t CompressedKvCache::ColumnSumQueries(int64_t chunk) const {
 void CompressedKvCache::SetPhase(CachePhase phase) {
   if (phase == CachePhase::kDecode && phase_ != CachePhase::kDecode) {
     for (int64_t l = 0; l < shape_.num_layers; ++l) {
-      decode_caps_[l] = std::max(budgets_[l], layers_[l].slots.length);
+      decode_caps_[l] = compressor_->DecodesToBudget()
+                            ? budgets_[l]
+                            : std::max(budgets_[l], layers_[l].slots.length);
     }
   }
   phase_ = phase;
@@ -169,20 +172,23 @@ absl::Status CompressedKvCache::AfterAttention(int layer,
     }
   }
   int64_t target = -1;
-  if (phase_ == CachePhase::kPrefill && length > budgets_[layer]) {
+  const int64_t slack = compressor_->Slack();
+  if (phase_ == CachePhase::kPrefill && length > budgets_[layer] + slack) {
     target = budgets_[layer];
   } else if (phase_ == CachePhase::kDecode && compressor_->EvictsInDecode() &&
-             length > decode_caps_[layer]) {
+             length > decode_caps_[layer] + slack) {
     target = decode_caps_[layer];
   }
   if (target < 0) return absl::OkStatus();
   CompressRequest r;
   r.shape = &shape_;
+  r.layer = layer;
   r.target = target;
   r.col_sums = col_sums;
   r.last_position = last_position_;
   r.decoding = phase_ == CachePhase::kDecode;
-  compressor_->Compress(s, r);
+  r.scratch = &scratch_;
+  KVFOLD_RETURN_IF_ERROR(compressor_->Compress(s, r));
   return s.FlushKeeps(shape_);
 }
 

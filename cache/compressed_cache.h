@@ -49,6 +49,8 @@ struct CompressRequest {
   const float* col_sums = nullptr;  // [kv_heads, length] this chunk's, or null
   int32_t last_position = 0;        // absolute position of the newest token
   bool decoding = false;            // evicting while decoding
+  int layer = 0;
+  std::vector<float>* scratch = nullptr;  // the cache's, reused across calls
 };
 
 class Compressor {
@@ -60,6 +62,11 @@ class Compressor {
   virtual bool AccumulatesScores() const { return false; }
   // Whether the policy keeps the cache size fixed while decoding.
   virtual bool EvictsInDecode() const { return false; }
+  // Whether decoding compresses back to the budget itself rather than to the
+  // size the cache had when decoding began (a module with a fixed output).
+  virtual bool DecodesToBudget() const { return false; }
+  // Slots a layer may hold beyond its budget before it is compressed.
+  virtual int64_t Slack() const { return 0; }
   // Whether new tokens take RoPE positions from their slot index.
   virtual bool ReindexesPositions() const { return false; }
   // Whether Compress reads or rewrites key/value data itself (then the
@@ -67,8 +74,8 @@ class Compressor {
   virtual bool NeedsHostKeys() const { return false; }
   // Shrinks every head of `layer` to `request.target` slots and sets
   // layer.slots.length.
-  virtual void Compress(LayerState& layer,
-                        const CompressRequest& request) const = 0;
+  virtual absl::Status Compress(LayerState& layer,
+                                const CompressRequest& request) const = 0;
 };
 
 class CompressedKvCache : public KvCache {
@@ -104,6 +111,7 @@ class CompressedKvCache : public KvCache {
   int32_t last_position_ = -1;
   absl::Status status_;  // a failed reservation, reported by Append
   std::vector<float> host_col_sums_;  // device column sums copied for policies
+  std::vector<float> scratch_;        // the compressor's working memory
 };
 
 }  // namespace kvfold

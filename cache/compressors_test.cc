@@ -79,7 +79,7 @@ TEST(StreamingTest, KeepsSinksAndMostRecent) {
   const CacheShape shape{1, 2, 3};
   LayerState s = MakeLayer(shape, 12);
   CompressRequest r{&shape, 7, nullptr, 11};
-  MakeStreamingCompressor(2, false)->Compress(s, r);
+  ASSERT_TRUE(MakeStreamingCompressor(2, false)->Compress(s, r).ok());
   ASSERT_EQ(s.slots.length, 7);
   for (int64_t g = 0; g < 2; ++g) {
     EXPECT_EQ(Positions(s, g), (std::vector<int32_t>{0, 1, 7, 8, 9, 10, 11}));
@@ -112,7 +112,7 @@ TEST(StreamingTest, ReindexRerotatesKeysToSlotIndex) {
   }
   LayerState s = MakeLayer(shape, n, keys, keys);
   CompressRequest r{&shape, 5, nullptr, 9};
-  MakeStreamingCompressor(1, true)->Compress(s, r);
+  ASSERT_TRUE(MakeStreamingCompressor(1, true)->Compress(s, r).ok());
   ASSERT_EQ(Positions(s, 0), (std::vector<int32_t>{0, 6, 7, 8, 9}));
   for (int64_t slot = 0; slot < 5; ++slot) {
     const auto want = rotated(slot);
@@ -128,7 +128,7 @@ TEST(H2OTest, RecentWindowPlusHeaviestPerHead) {
   std::copy(sc0, sc0 + 8, s.head_scores(0));
   std::copy(sc1, sc1 + 8, s.head_scores(1));
   CompressRequest r{&shape, 4, nullptr, 7};
-  MakeH2OCompressor(2, false)->Compress(s, r);
+  ASSERT_TRUE(MakeH2OCompressor(2, false)->Compress(s, r).ok());
   EXPECT_EQ(Positions(s, 0), (std::vector<int32_t>{0, 2, 6, 7}));
   EXPECT_EQ(Positions(s, 1), (std::vector<int32_t>{1, 3, 6, 7}));
   // Scores moved with their slots.
@@ -142,11 +142,11 @@ TEST(H2OTest, AverageOverQueriesDividesByQueriesThatSawTheToken) {
   const float sc[8] = {8, 3.5f, 0, 0, 0, 2.9f, 0, 0};  // / 8, 7, .., 3
   std::copy(sc, sc + 8, s.head_scores(0));
   CompressRequest r{&shape, 2, nullptr, 7};
-  MakeH2OCompressor(0, true)->Compress(s, r);
+  ASSERT_TRUE(MakeH2OCompressor(0, true)->Compress(s, r).ok());
   EXPECT_EQ(Positions(s, 0), (std::vector<int32_t>{0, 5}));  // 1.0 and 0.967
   LayerState t = MakeLayer(shape, 8);
   std::copy(sc, sc + 8, t.head_scores(0));
-  MakeH2OCompressor(0, false)->Compress(t, r);
+  ASSERT_TRUE(MakeH2OCompressor(0, false)->Compress(t, r).ok());
   EXPECT_EQ(Positions(t, 0), (std::vector<int32_t>{0, 1}));  // plain sums
 }
 
@@ -161,7 +161,7 @@ TEST(SnapKVTest, PooledVotesOfPrefixPlusWindow) {
   cols[7] = 0.6f;
   cols[10] = 100.0f;  // window column: never a vote
   CompressRequest r{&shape, 6, cols.data(), 11};
-  MakeSnapKVCompressor(3, 3)->Compress(s, r);
+  ASSERT_TRUE(MakeSnapKVCompressor(3, 3)->Compress(s, r).ok());
   // Pooled (kernel 3): 6 -> 0.4, 7 -> 0.4, 2 -> 0.33, 5/8 -> 0.2, 1/3 -> 0.33.
   // Top 3 of the prefix: 6, 7, then 1/2/3 tie at 1/3 -> earliest index 1.
   EXPECT_EQ(Positions(s, 0), (std::vector<int32_t>{1, 6, 7, 9, 10, 11}));
@@ -189,7 +189,7 @@ TEST(KVMergerTest, MergesSimilarRunsAtThePivot) {
   p.heavy = 1;
   p.sigma = 1.0f;
   CompressRequest r{&shape, 5, nullptr, 9};
-  MakeKVMergerCompressor(p)->Compress(s, r);
+  ASSERT_TRUE(MakeKVMergerCompressor(p)->Compress(s, r).ok());
   ASSERT_EQ(s.slots.length, 5);
   // Sets {0..4} pivot 1 (score 3), {5, 6} pivot 6, {7}, {8}, {9}.
   EXPECT_EQ(Positions(s, 0), (std::vector<int32_t>{1, 6, 7, 8, 9}));
@@ -228,7 +228,7 @@ TEST(KVMergerTest, ScaledValuesAndReleasedHeavyHitters) {
   p.heavy = 3;
   p.scale_values_by_size = true;
   CompressRequest r{&shape, 4, nullptr, 9};
-  MakeKVMergerCompressor(p)->Compress(s, r);
+  ASSERT_TRUE(MakeKVMergerCompressor(p)->Compress(s, r).ok());
   // Protected {1, 9}: sets {0}, {1}, {2..8}, {9}.
   EXPECT_EQ(Positions(s, 0), (std::vector<int32_t>{0, 1, 3, 9}));
   // Equal keys -> equal weights; |S| = 7 scales the mean value 1 to 7.

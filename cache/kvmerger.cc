@@ -49,9 +49,11 @@ class KVMergerCompressor : public Compressor {
   int64_t ColumnSumQueries(int64_t chunk) const override { return chunk; }
   bool AccumulatesScores() const override { return true; }
 
-  void Compress(LayerState& layer, const CompressRequest& r) const override {
+  absl::Status Compress(LayerState& layer,
+                        const CompressRequest& r) const override {
     for (int64_t g = 0; g < r.shape->kv_heads; ++g) CompressHead(layer, r, g);
     layer.slots.length = r.target;
+    return absl::OkStatus();
   }
 
  private:

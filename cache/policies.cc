@@ -36,9 +36,45 @@ int64_t Or(bool has, T value, int64_t fallback) {
   return has ? static_cast<int64_t>(value) : fallback;
 }
 
-absl::StatusOr<Resolved> Resolve(const CacheConfig& c, int64_t num_layers,
-                                 int64_t max_chunk) {
+// LoCoCo: one budget, M, fixed by the calibrated module.
+absl::StatusOr<Resolved> ResolveLoCoCo(const CacheConfig& c, int64_t num_layers,
+                                       const LearnedParams& learned) {
   const std::string name = PolicyName(c);
+  const std::shared_ptr<const LoCoCoParams>& p = learned.lococo;
+  if (p == nullptr) {
+    return Invalid(name, "needs its calibrated parameters: --compressor=PATH (made by "
+                         "tools/calibrate/calibrate.py)");
+  }
+  if (absl::Status s = p->Validate(); !s.ok()) return s;
+  if (c.layer_slots_size() > 0) {
+    return Invalid(name, "every layer has the compressor's M slots; give slots, not layer_slots");
+  }
+  if (c.slots() != 0 && c.slots() != p->slots) {
+    return Invalid(name, absl::StrCat("--cache_slots=", c.slots(),
+                                      " does not match the compressor, calibrated for M=",
+                                      p->slots, " slots (omit --cache_slots or calibrate for ",
+                                      c.slots(), ")"));
+  }
+  if (static_cast<int64_t>(p->layers.size()) != num_layers) {
+    return Invalid(name, absl::StrCat("the compressor has ", p->layers.size(),
+                                      " layers but the model has ", num_layers));
+  }
+  const LoCoCoPolicy& lp = c.lococo();
+  const int64_t buffer = Or(lp.has_buffer(), lp.buffer(), p->buffer);
+  if (buffer < 0) return Invalid(name, absl::StrCat("buffer must be >= 0, got ", buffer));
+  Resolved r;
+  r.budgets.assign(num_layers, p->slots);
+  r.compressor = MakeLoCoCoCompressor(p, buffer);
+  return r;
+}
+
+absl::StatusOr<Resolved> Resolve(const CacheConfig& c, int64_t num_layers,
+                                 int64_t max_chunk, const LearnedParams& learned) {
+  const std::string name = PolicyName(c);
+  if (c.policy_case() != CacheConfig::kLococo && learned.lococo != nullptr) {
+    return Invalid(name, "a LoCoCo compressor (--compressor) applies to --cache=lococo only");
+  }
+  if (c.policy_case() == CacheConfig::kLococo) return ResolveLoCoCo(c, num_layers, learned);
   Resolved r;
   if (c.policy_case() == CacheConfig::kFull ||
       c.policy_case() == CacheConfig::POLICY_NOT_SET) {
@@ -188,23 +224,28 @@ absl::StatusOr<Resolved> Resolve(const CacheConfig& c, int64_t num_layers,
 }  // namespace
 
 absl::Status ValidateCacheConfig(const CacheConfig& config, int64_t num_layers,
-                                 int64_t max_chunk) {
-  return Resolve(config, num_layers, max_chunk).status();
+                                 int64_t max_chunk, const LearnedParams& learned) {
+  return Resolve(config, num_layers, max_chunk, learned).status();
 }
 
-absl::StatusOr<std::vector<int64_t>> LayerBudgets(const CacheConfig& config,
-                                                  int64_t num_layers,
-                                                  int64_t max_chunk) {
-  absl::StatusOr<Resolved> r = Resolve(config, num_layers, max_chunk);
+absl::StatusOr<std::vector<int64_t>> LayerBudgets(
+    const CacheConfig& config, int64_t num_layers, int64_t max_chunk,
+    const LearnedParams& learned) {
+  absl::StatusOr<Resolved> r = Resolve(config, num_layers, max_chunk, learned);
   if (!r.ok()) return r.status();
   return r->budgets;
 }
 
-absl::StatusOr<std::unique_ptr<KvCache>> MakeCache(const CacheConfig& config,
-                                                   const CacheShape& shape,
-                                                   int64_t max_chunk) {
-  absl::StatusOr<Resolved> r = Resolve(config, shape.num_layers, max_chunk);
+absl::StatusOr<std::unique_ptr<KvCache>> MakeCache(
+    const CacheConfig& config, const CacheShape& shape, int64_t max_chunk,
+    const LearnedParams& learned) {
+  absl::StatusOr<Resolved> r = Resolve(config, shape.num_layers, max_chunk, learned);
   if (!r.ok()) return r.status();
+  if (learned.lococo != nullptr && learned.lococo->head_dim != shape.head_dim) {
+    return Invalid(PolicyName(config),
+                   absl::StrCat("the compressor was calibrated for head_dim ",
+                                learned.lococo->head_dim, ", the model has ", shape.head_dim));
+  }
   if (r->compressor == nullptr) {
     return std::unique_ptr<KvCache>(std::make_unique<FullKvCache>(shape));
   }
@@ -221,7 +262,8 @@ absl::StatusOr<std::unique_ptr<KvCache>> MakeCache(const CacheConfig& config,
   // an allocation that does not fit is reported by the first Append).
   double bytes = 0;
   for (int64_t b : r->budgets) {
-    bytes += 8.0 * (b + max_chunk) * shape.kv_heads * shape.head_dim;
+    bytes += 8.0 * (b + r->compressor->Slack() + max_chunk) * shape.kv_heads *
+             shape.head_dim;
   }
   const double physical = double(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGE_SIZE);
   if (physical > 0 && bytes > physical) {
@@ -246,6 +288,7 @@ std::string PolicyName(const CacheConfig& config) {
     case CacheConfig::kSnapkv: return "snapkv";
     case CacheConfig::kPyramidkv: return "pyramidkv";
     case CacheConfig::kKvmerger: return "kvmerger";
+    case CacheConfig::kLococo: return "lococo";
     default: return "full";
   }
 }
@@ -263,10 +306,12 @@ absl::Status SetPolicyByName(const std::string& name, CacheConfig* config) {
     config->mutable_pyramidkv();
   } else if (name == "kvmerger") {
     config->mutable_kvmerger();
+  } else if (name == "lococo") {
+    config->mutable_lococo();
   } else {
     return absl::InvalidArgumentError(absl::StrCat(
         "unknown cache policy \"", name,
-        "\" (known: full, streaming, h2o, snapkv, pyramidkv, kvmerger)"));
+        "\" (known: full, streaming, h2o, snapkv, pyramidkv, kvmerger, lococo)"));
   }
   return absl::OkStatus();
 }

@@ -5,6 +5,7 @@
 
 #include "cache/compressors.h"
 #include "kernels/ops.h"
+#include "kernels/status_macros.h"
 
 namespace kvfold {
 
@@ -53,8 +54,8 @@ namespace {
 // Keeps the last `window` slots and the top (target - window) of the others
 // by rank[j], per head; `rank_of(head, out)` fills out[0, prefix).
 template <typename RankFn>
-void KeepTopAndWindow(LayerState& layer, const CompressRequest& r,
-                      int64_t window, RankFn rank_of) {
+absl::Status KeepTopAndWindow(LayerState& layer, const CompressRequest& r,
+                              int64_t window, RankFn rank_of) {
   const int64_t length = layer.slots.length;
   window = std::min(window, r.target);
   const int64_t prefix = length - window;
@@ -67,6 +68,7 @@ void KeepTopAndWindow(LayerState& layer, const CompressRequest& r,
     layer.KeepSlots(*r.shape, g, keep);
   }
   layer.slots.length = r.target;
+  return absl::OkStatus();
 }
 
 class StreamingCompressor : public Compressor {
@@ -79,7 +81,8 @@ class StreamingCompressor : public Compressor {
   bool ReindexesPositions() const override { return reindex_; }
   bool NeedsHostKeys() const override { return reindex_; }  // re-rotation
 
-  void Compress(LayerState& layer, const CompressRequest& r) const override {
+  absl::Status Compress(LayerState& layer,
+                        const CompressRequest& r) const override {
     const int64_t length = layer.slots.length;
     const int64_t sinks = std::min(sinks_, r.target);
     std::vector<int64_t> keep(r.target);
@@ -87,15 +90,16 @@ class StreamingCompressor : public Compressor {
     std::iota(keep.begin() + sinks, keep.end(), length - (r.target - sinks));
     for (int64_t g = 0; g < r.shape->kv_heads; ++g) {
       layer.KeepSlots(*r.shape, g, keep);
-      if (reindex_) Rerotate(layer, r, g, keep);
+      if (reindex_) KVFOLD_RETURN_IF_ERROR(Rerotate(layer, r, g, keep));
     }
     layer.slots.length = r.target;
+    return absl::OkStatus();
   }
 
  private:
   // A key cached at slot keep[i] was rotated to position keep[i]; it now
   // sits at slot i, so it turns by i - keep[i] (rotations compose).
-  static void Rerotate(LayerState& layer, const CompressRequest& r, int64_t g,
+  static absl::Status Rerotate(LayerState& layer, const CompressRequest& r, int64_t g,
                        const std::vector<int64_t>& keep) {
     const int64_t d = r.shape->head_dim;
     std::vector<int32_t> delta(keep.size());
@@ -106,8 +110,8 @@ class StreamingCompressor : public Compressor {
     cpu.device = Device::Cpu();
     float* k = layer.slots.keys.as<float>() + g * layer.slots.capacity() * d;
     // Validated at creation: the shape carries the frequencies.
-    (void)ApplyRope(cpu, k, delta.data(), r.shape->rope_inv_freq.data(),
-                    static_cast<int64_t>(keep.size()), 1, d);
+    return ApplyRope(cpu, k, delta.data(), r.shape->rope_inv_freq.data(),
+                     static_cast<int64_t>(keep.size()), 1, d);
   }
 
   int64_t sinks_;
@@ -123,11 +127,12 @@ class H2OCompressor : public Compressor {
   bool AccumulatesScores() const override { return true; }
   bool EvictsInDecode() const override { return true; }
 
-  void Compress(LayerState& layer, const CompressRequest& r) const override {
+  absl::Status Compress(LayerState& layer,
+                        const CompressRequest& r) const override {
     // While decoding the newest token is always kept (with window 0 it
     // would otherwise be dropped right after its own step).
     const int64_t window = r.decoding ? std::max<int64_t>(window_, 1) : window_;
-    KeepTopAndWindow(layer, r, window,
+    return KeepTopAndWindow(layer, r, window,
                      [&](int64_t g, int64_t prefix, float* rank) {
                        const float* sc = layer.head_scores(g);
                        const int32_t* pos = layer.slots.positions.as<int32_t>() +
@@ -156,9 +161,10 @@ class SnapKVCompressor : public Compressor {
     return std::min(window_, chunk);
   }
 
-  void Compress(LayerState& layer, const CompressRequest& r) const override {
+  absl::Status Compress(LayerState& layer,
+                        const CompressRequest& r) const override {
     const int64_t length = layer.slots.length;
-    KeepTopAndWindow(layer, r, window_,
+    return KeepTopAndWindow(layer, r, window_,
                      [&](int64_t g, int64_t prefix, float* rank) {
                        AveragePool(r.col_sums + g * length, prefix, kernel_,
                                    rank);

@@ -84,6 +84,33 @@ absl::Status SiluMul(const Stream& s, const float* gate, const float* up,
   KVFOLD_DISPATCH(SiluMul, gate, up, out, n);
 }
 
+// No CUDA kernels yet: the policy that uses them (LoCoCo) keeps its cache
+// in host memory, and MakeCache refuses it on a device.
+absl::Status Relu(const Stream& s, float* x, int64_t n) {
+  switch (s.device.kind) {
+    case Device::Kind::kCpu:
+      return cpu::Relu(s, x, n);
+    case Device::Kind::kCuda:
+      return absl::UnimplementedError("relu: no CUDA kernel yet");
+  }
+  return absl::InternalError("bad device");
+}
+
+absl::Status Im2Col1d(const Stream& s, const float* x, int64_t channels,
+                      int64_t length, int64_t kernel, float* cols, int64_t ld) {
+  if (kernel < 1 || kernel % 2 == 0 || ld < channels * kernel) {
+    return absl::InvalidArgumentError(
+        "im2col: the kernel must be odd and ld >= channels * kernel");
+  }
+  switch (s.device.kind) {
+    case Device::Kind::kCpu:
+      return cpu::Im2Col1d(s, x, channels, length, kernel, cols, ld);
+    case Device::Kind::kCuda:
+      return absl::UnimplementedError("im2col: no CUDA kernel yet");
+  }
+  return absl::InternalError("bad device");
+}
+
 absl::Status AddInPlace(const Stream& s, float* x, const float* y, int64_t n) {
   KVFOLD_DISPATCH(AddInPlace, x, y, n);
 }

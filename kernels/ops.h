@@ -57,6 +57,16 @@ absl::Status ApplyRope(const Stream& s, float* x, const int32_t* positions,
 // In-place softmax over each row of x[rows, cols].
 absl::Status Softmax(const Stream& s, float* x, int64_t rows, int64_t cols);
 
+// x = max(x, 0) over n values.
+absl::Status Relu(const Stream& s, float* x, int64_t n);
+
+// The columns of a 1-D convolution with zero "same" padding, so that the
+// convolution is one GEMM: for x [channels, length] and an odd `kernel`,
+// cols[t, c * kernel + j] = x[c, t + j - kernel / 2] (0 outside [0, length)).
+// cols has `length` rows of stride ld >= channels * kernel.
+absl::Status Im2Col1d(const Stream& s, const float* x, int64_t channels,
+                      int64_t length, int64_t kernel, float* cols, int64_t ld);
+
 // out = silu(gate) * up, elementwise over n values.
 absl::Status SiluMul(const Stream& s, const float* gate, const float* up,
                      float* out, int64_t n);

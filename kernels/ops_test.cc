@@ -2,6 +2,7 @@
 // sizes, with and without worker threads.
 #include "kernels/ops.h"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -78,6 +79,40 @@ TEST_P(OpsTest, Rope) {
   EXPECT_LT(RelErr(x, want), 1e-6);
   EXPECT_FALSE(ApplyRope(stream_, x.data(), pos.data(), inv_freq.data(), n,
                          heads, 7).ok());
+}
+
+// A Conv1d with "same" zero padding computed as im2col + one GEMM against the
+// direct sum over channels and taps (PyTorch's cross-correlation).
+TEST_P(OpsTest, Conv1dAsIm2ColGemm) {
+  const int64_t channels = 6, length = 23, out_ch = 5;
+  for (int64_t kernel : {1, 3, 7, 31}) {  // 31 > length: taps reach past both ends
+    const int64_t kk = channels * kernel, ld = kk + 2;
+    auto x = Random(channels * length, 11), w = Random(out_ch * kk, 12);
+    std::vector<double> want(out_ch * length);
+    for (int64_t o = 0; o < out_ch; ++o) {
+      for (int64_t t = 0; t < length; ++t) {
+        double acc = 0;
+        for (int64_t c = 0; c < channels; ++c) {
+          for (int64_t j = 0; j < kernel; ++j) {
+            const int64_t src = t + j - (kernel - 1) / 2;
+            if (src >= 0 && src < length) {
+              acc += double(w[(o * channels + c) * kernel + j]) * x[c * length + src];
+            }
+          }
+        }
+        want[o * length + t] = std::max(acc, 0.0);
+      }
+    }
+    std::vector<float> cols(length * ld, 9.0f), y(out_ch * length);
+    ASSERT_TRUE(Im2Col1d(stream_, x.data(), channels, length, kernel, cols.data(), ld).ok());
+    ASSERT_TRUE(MatMulNT(stream_, w.data(), kk, cols.data(), ld, y.data(), length,
+                         out_ch, length, kk, false).ok());
+    ASSERT_TRUE(Relu(stream_, y.data(), y.size()).ok());
+    EXPECT_LT(RelErr(y, want), 1e-6) << "kernel=" << kernel;
+  }
+  std::vector<float> x(4), cols(8);
+  EXPECT_FALSE(Im2Col1d(stream_, x.data(), 2, 2, 2, cols.data(), 4).ok());  // even
+  EXPECT_FALSE(Im2Col1d(stream_, x.data(), 2, 2, 3, cols.data(), 5).ok());  // ld
 }
 
 TEST_P(OpsTest, SoftmaxSiluAddEmbedding) {

@@ -23,6 +23,9 @@ absl::Status ApplyRope(const Stream& s, float* x, const int32_t* positions,
 absl::Status Softmax(const Stream& s, float* x, int64_t rows, int64_t cols);
 absl::Status SiluMul(const Stream& s, const float* gate, const float* up,
                      float* out, int64_t n);
+absl::Status Relu(const Stream& s, float* x, int64_t n);
+absl::Status Im2Col1d(const Stream& s, const float* x, int64_t channels,
+                      int64_t length, int64_t kernel, float* cols, int64_t ld);
 absl::Status AddInPlace(const Stream& s, float* x, const float* y, int64_t n);
 absl::Status AddBias(const Stream& s, float* y, const float* bias,
                      int64_t rows, int64_t cols);

@@ -101,6 +101,31 @@ absl::Status AddInPlace(const Stream& s, float* x, const float* y, int64_t n) {
   return absl::OkStatus();
 }
 
+absl::Status Relu(const Stream& s, float* x, int64_t n) {
+  ForRange(s, n, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) x[i] = std::max(x[i], 0.0f);
+  });
+  return absl::OkStatus();
+}
+
+absl::Status Im2Col1d(const Stream& s, const float* x, int64_t channels,
+                      int64_t length, int64_t kernel, float* cols, int64_t ld) {
+  const int64_t half = kernel / 2;
+  ParallelFor(s, length, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      float* row = cols + t * ld;
+      for (int64_t c = 0; c < channels; ++c) {
+        const float* xc = x + c * length;
+        for (int64_t j = 0; j < kernel; ++j) {
+          const int64_t src = t + j - half;
+          row[c * kernel + j] = src >= 0 && src < length ? xc[src] : 0.0f;
+        }
+      }
+    }
+  });
+  return absl::OkStatus();
+}
+
 absl::Status AddBias(const Stream& s, float* y, const float* bias,
                      int64_t rows, int64_t cols) {
   ParallelFor(s, rows, [&](int64_t r0, int64_t r1) {

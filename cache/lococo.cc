@@ -1,0 +1,186 @@
+// LoCoCo's cache update, per layer and KV head g, once the layer holds
+// L > M + buffer slots (col_sums: this chunk's attention, summed over the
+// group's query heads and the chunk's queries):
+//   HH   = the top (M - Mc) slots by col_sums, kept as they are, in order;
+//   rest = the other Lr = L - (M - Mc) slots, in order;
+//   sel  = the top Mc of rest by col_sums, in order: R[i, sel[i]] = 1;
+//   X    = [keys | values] of rest as [2d, Lr];
+//   S    = softmax over Lr of ReLU(Conv1d(X)) [Mc, Lr], the conv as im2col +
+//          one GEMM;
+//   W    = (1 - alpha) R + alpha S;  fused slots = W [K_rest | V_rest].
+// The cache becomes [HH ; fused] (M slots). A fused slot takes the position
+// of the token its hard selection points at.
+#include "cache/lococo.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "cache/compressors.h"
+#include "kernels/ops.h"
+#include "kernels/status_macros.h"
+
+namespace kvfold {
+
+absl::Status LoCoCoParams::Validate() const {
+  auto bad = [](const std::string& what) {
+    return absl::InvalidArgumentError(absl::StrCat("lococo: ", what));
+  };
+  if (slots < 1) return bad(absl::StrCat("cache_slots must be >= 1, got ", slots));
+  if (compressed_slots < 1 || compressed_slots > slots) {
+    return bad(absl::StrCat("compressed_slots must be in [1, ", slots, "], got ",
+                            compressed_slots));
+  }
+  if (kernel < 1 || kernel % 2 == 0) {
+    return bad(absl::StrCat("kernel_size must be odd and >= 1, got ", kernel));
+  }
+  if (head_dim < 1) return bad(absl::StrCat("head_dim must be >= 1, got ", head_dim));
+  if (buffer < 0) return bad(absl::StrCat("buffer must be >= 0, got ", buffer));
+  if (layers.empty()) return bad("no layers");
+  const int64_t in = 2 * head_dim * kernel;
+  for (size_t l = 0; l < layers.size(); ++l) {
+    const LoCoCoLayer& w = layers[l];
+    if (w.conv_weight.numel() != compressed_slots * in ||
+        w.conv_bias.numel() != compressed_slots) {
+      return bad(absl::StrCat("layer ", l, ": conv weight/bias sizes ",
+                              w.conv_weight.numel(), "/", w.conv_bias.numel(),
+                              ", expected ", compressed_slots * in, "/",
+                              compressed_slots));
+    }
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+class LoCoCoCompressor : public Compressor {
+ public:
+  LoCoCoCompressor(std::shared_ptr<const LoCoCoParams> p, int64_t buffer)
+      : p_(std::move(p)), buffer_(buffer) {}
+
+  int64_t ColumnSumQueries(int64_t chunk) const override { return chunk; }
+  bool EvictsInDecode() const override { return true; }
+  bool DecodesToBudget() const override { return true; }
+  int64_t Slack() const override { return buffer_; }
+  bool NeedsHostKeys() const override { return true; }  // fuses vectors
+
+  absl::Status Compress(LayerState& layer,
+                        const CompressRequest& r) const override {
+    const int64_t length = layer.slots.length, d = r.shape->head_dim;
+    const int64_t mc = p_->compressed_slots, keep = p_->heavy_slots();
+    const int64_t rest = length - keep, channels = 2 * d;
+    const int64_t in = channels * p_->kernel;
+    if (r.target != p_->slots || rest < mc) {
+      return absl::InternalError(absl::StrCat(
+          "lococo: cannot compress ", length, " slots to ", r.target,
+          " (calibrated for ", p_->slots, ")"));
+    }
+    // Working memory: X [2d, rest], its columns [rest, in], the weights
+    // [mc, rest] and the fused slots [mc, 2d].
+    std::vector<float>& buf = *r.scratch;
+    buf.resize(channels * rest + rest * in + mc * rest + mc * channels);
+    Scratch s{buf.data(), buf.data() + channels * rest,
+              buf.data() + channels * rest + rest * in,
+              buf.data() + channels * rest + rest * in + mc * rest};
+    for (int64_t g = 0; g < r.shape->kv_heads; ++g) {
+      KVFOLD_RETURN_IF_ERROR(CompressHead(layer, r, g, s));
+    }
+    layer.slots.length = p_->slots;
+    return absl::OkStatus();
+  }
+
+ private:
+  struct Scratch {
+    float* x;
+    float* cols;
+    float* weights;
+    float* fused;
+  };
+
+  absl::Status CompressHead(LayerState& layer, const CompressRequest& r,
+                            int64_t g, const Scratch& s) const {
+    const Stream& stream = r.shape->stream;
+    const LoCoCoLayer& w = p_->layers[r.layer];
+    const int64_t length = layer.slots.length, d = r.shape->head_dim;
+    const int64_t cap = layer.slots.capacity();
+    const int64_t mc = p_->compressed_slots, keep = p_->heavy_slots();
+    const int64_t rest = length - keep, channels = 2 * d;
+    const int64_t in = channels * p_->kernel;
+    float* keys = layer.slots.keys.as<float>() + g * cap * d;
+    float* values = layer.slots.values.as<float>() + g * cap * d;
+    int32_t* pos = layer.slots.positions.as<int32_t>() + g * cap;
+    const float* hh = r.col_sums + g * length;
+
+    const std::vector<int64_t> heavy = TopKAscending(hh, length, keep);
+    std::vector<int64_t> others;
+    std::vector<float> others_hh;
+    others.reserve(rest);
+    for (int64_t j = 0, h = 0; j < length; ++j) {
+      if (h < keep && heavy[h] == j) {
+        ++h;
+        continue;
+      }
+      others.push_back(j);
+      others_hh.push_back(hh[j]);
+    }
+    const std::vector<int64_t> sel = TopKAscending(others_hh.data(), rest, mc);
+
+    for (int64_t t = 0; t < rest; ++t) {
+      const float* k = keys + others[t] * d;
+      const float* v = values + others[t] * d;
+      for (int64_t c = 0; c < d; ++c) {
+        s.x[c * rest + t] = k[c];
+        s.x[(d + c) * rest + t] = v[c];
+      }
+    }
+    KVFOLD_RETURN_IF_ERROR(
+        Im2Col1d(stream, s.x, channels, rest, p_->kernel, s.cols, in));
+    const float* bias = w.conv_bias.as<float>();
+    for (int64_t i = 0; i < mc; ++i) {
+      std::fill(s.weights + i * rest, s.weights + (i + 1) * rest, bias[i]);
+    }
+    KVFOLD_RETURN_IF_ERROR(MatMulNT(stream, w.conv_weight.as<float>(), in,
+                                    s.cols, in, s.weights, rest, mc, rest, in,
+                                    /*accumulate=*/true));
+    KVFOLD_RETURN_IF_ERROR(Relu(stream, s.weights, mc * rest));
+    KVFOLD_RETURN_IF_ERROR(Softmax(stream, s.weights, mc, rest));
+    for (int64_t i = 0; i < mc; ++i) {
+      float* row = s.weights + i * rest;
+      for (int64_t t = 0; t < rest; ++t) row[t] *= w.alpha;
+      row[sel[i]] += 1.0f - w.alpha;
+    }
+    // fused [mc, 2d] = weights [mc, rest] . X[2d, rest]^T
+    KVFOLD_RETURN_IF_ERROR(MatMulNT(stream, s.weights, rest, s.x, rest, s.fused,
+                                    channels, mc, channels, rest, false));
+
+    // Heavy hitters to the front (heavy[i] >= i: nothing unread is
+    // overwritten), then the fused slots.
+    std::vector<int32_t> fused_pos(mc);
+    for (int64_t i = 0; i < mc; ++i) fused_pos[i] = pos[others[sel[i]]];
+    for (int64_t i = 0; i < keep; ++i) {
+      if (heavy[i] == i) continue;
+      std::memcpy(keys + i * d, keys + heavy[i] * d, d * sizeof(float));
+      std::memcpy(values + i * d, values + heavy[i] * d, d * sizeof(float));
+      pos[i] = pos[heavy[i]];
+    }
+    for (int64_t i = 0; i < mc; ++i) {
+      std::memcpy(keys + (keep + i) * d, s.fused + i * channels, d * sizeof(float));
+      std::memcpy(values + (keep + i) * d, s.fused + i * channels + d,
+                  d * sizeof(float));
+      pos[keep + i] = fused_pos[i];
+    }
+    return absl::OkStatus();
+  }
+
+  std::shared_ptr<const LoCoCoParams> p_;
+  int64_t buffer_;
+};
+
+}  // namespace
+
+std::shared_ptr<const Compressor> MakeLoCoCoCompressor(
+    std::shared_ptr<const LoCoCoParams> params, int64_t buffer) {
+  return std::make_shared<LoCoCoCompressor>(std::move(params), buffer);
+}
+
+}  // namespace kvfold
