@@ -13,7 +13,9 @@
 #include "cache/lococo.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <random>
 
 #include "absl/strings/str_cat.h"
 #include "cache/compressors.h"
@@ -49,6 +51,32 @@ absl::Status LoCoCoParams::Validate() const {
     }
   }
   return absl::OkStatus();
+}
+
+LoCoCoParams RandomLoCoCo(int64_t num_layers, int64_t head_dim, int64_t slots,
+                          double hh_keep_rate, int64_t kernel, uint64_t seed) {
+  LoCoCoParams p;
+  p.slots = slots;
+  p.compressed_slots = static_cast<int64_t>(double(slots) * (1.0 - hh_keep_rate));
+  p.kernel = kernel;
+  p.head_dim = head_dim;
+  p.hh_keep_rate = hh_keep_rate;
+  p.variant = hh_keep_rate == 0 ? "pure" : "official";
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const int64_t in = 2 * head_dim * kernel;
+  std::uniform_real_distribution<float> uniform(-1.0f / std::sqrt(float(in)),
+                                                1.0f / std::sqrt(float(in)));
+  for (int64_t l = 0; l < num_layers; ++l) {
+    LoCoCoLayer w;
+    w.conv_weight = Tensor({p.compressed_slots, 2 * head_dim, kernel}, DType::kF32);
+    w.conv_bias = Tensor({p.compressed_slots}, DType::kF32);
+    for (int64_t i = 0; i < w.conv_weight.numel(); ++i) w.conv_weight.as<float>()[i] = normal(rng);
+    for (int64_t i = 0; i < w.conv_bias.numel(); ++i) w.conv_bias.as<float>()[i] = uniform(rng);
+    w.alpha = hh_keep_rate == 0 ? 1.0f : 0.5f;
+    p.layers.push_back(std::move(w));
+  }
+  return p;
 }
 
 namespace {

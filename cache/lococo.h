@@ -19,9 +19,9 @@ namespace kvfold {
 // padding kernel / 2) + ReLU, softmax over the tokens, blended with the hard
 // top-k selection by alpha.
 struct LoCoCoLayer {
-  // [compressed_slots, 2 * head_dim * kernel] f32: PyTorch's [out, in,
-  // kernel] flattened; input channels are the key features, then the value
-  // features.
+  // [compressed_slots, 2 * head_dim, kernel] f32 (PyTorch's layout, read
+  // as [compressed_slots, 2 * head_dim * kernel] by the GEMM); the input
+  // channels are the key features, then the value features.
   Tensor conv_weight;
   Tensor conv_bias;  // [compressed_slots] f32
   float alpha = 1.0f;
@@ -41,6 +41,12 @@ struct LoCoCoParams {
   // Checks shapes and ranges (names the field and the layer).
   absl::Status Validate() const;
 };
+
+// Seeded random parameters with the official initialisation (conv weights
+// ~ N(0, 1), bias ~ U(+-1/sqrt(fan_in)), alpha 0.5, or 1 when hh_keep_rate
+// is 0): what calibration starts from, and what benchmarks time.
+LoCoCoParams RandomLoCoCo(int64_t num_layers, int64_t head_dim, int64_t slots,
+                          double hh_keep_rate, int64_t kernel, uint64_t seed);
 
 // Compresses a layer holding more than M + buffer slots back to M, in every
 // phase (the module's output has a fixed size). `params` must be valid.

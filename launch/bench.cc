@@ -139,7 +139,7 @@ absl::Status RunBench() {
   }
   KVFOLD_ASSIGN_OR_RETURN(EngineOptions options, EngineOptionsFromFlags());
   if (layers > 0) c.num_layers = layers;
-  KVFOLD_RETURN_IF_ERROR(ValidateCacheOptions(options, c.num_layers));
+  KVFOLD_RETURN_IF_ERROR(ValidateCacheOptions(options, c));
 
   // The engine's pool runs the model; this one, of the same size, measures
   // the machine (bandwidth, plain sgemm).

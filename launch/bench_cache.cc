@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <numeric>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -27,6 +28,7 @@
 #include "launch/commands.h"
 #include "launch/report.h"
 #include "launch/flags.h"
+#include "models/compressor_file.h"
 #include "models/llama.h"
 #include "runtime/engine.h"
 
@@ -37,6 +39,12 @@ ABSL_FLAG(int64_t, full_max_length, 16384,
           "(its attention is quadratic)");
 ABSL_FLAG(std::string, bench_model, "tiny-256",
           "bench_cache: random-weight model shape");
+ABSL_FLAG(int32_t, lococo_kernel, 21,
+          "bench_cache --cache=lococo without --compressor: the random "
+          "module's kernel size");
+ABSL_FLAG(double, lococo_hh_keep_rate, 0.5,
+          "bench_cache --cache=lococo without --compressor: the random "
+          "module's heavy-hitter share (0 = the pure variant)");
 
 namespace kvfold {
 namespace {
@@ -78,26 +86,47 @@ absl::StatusOr<nlohmann::json> RunOne(const LlamaModel& model,
   KVFOLD_RETURN_IF_ERROR(engine.Prefill(tokens, LogitsFor::kLast, *cache, &logits));
   const double prefill = Since(t0);
   const CacheStats after_prefill = cache->Stats();
-  std::vector<double> steps;
+  // Decode steps that compressed the cache (it shrank) apart from the others.
+  std::vector<double> steps, plain, compressing;
   for (int64_t i = 0; i < decode; ++i) {
     const int32_t tok = Argmax(logits.data(), vocab);
+    const int64_t before = cache->View(0).length;
     t0 = Clock::now();
     KVFOLD_RETURN_IF_ERROR(engine.Decode(tok, *cache, &logits));
     steps.push_back(Since(t0));
+    (cache->View(0).length <= before ? compressing : plain).push_back(steps.back());
   }
-  std::sort(steps.begin(), steps.end());
+  const double mean = std::accumulate(steps.begin(), steps.end(), 0.0) / steps.size();
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0.0 : v[v.size() / 2];
+  };
   const int64_t hwm = ProcStatusBytes("VmHWM");
-  return nlohmann::json{
+  nlohmann::json row{
       {"policy", PolicyName(options.cache)},
       {"doc_tokens", length},
       {"prefill_seconds", prefill},
       {"prefill_us_per_token", prefill / length * 1e6},
-      {"decode_ms_per_token_median", steps[steps.size() / 2] * 1e3},
+      {"decode_ms_per_token_median", median(steps) * 1e3},
+      {"decode_ms_per_token_mean", mean * 1e3},
       {"cache_after_prefill", CacheStatsJson(after_prefill)},
       {"cache_bytes_end", cache->bytes()},
       {"peak_memory_bytes", hwm - rss0},
       {"input_ids_bytes", length * int64_t(sizeof(int32_t))},
   };
+  if (!compressing.empty() && !plain.empty()) {
+    // What one compression adds to a decode step, and its share of decode
+    // time amortised over every step.
+    const double p = median(plain), c = median(compressing);
+    row["decode_steps_compressing"] = compressing.size();
+    row["decode_ms_plain_median"] = p * 1e3;
+    row["decode_ms_compressing_median"] = c * 1e3;
+    row["compression_ms"] = (c - p) * 1e3;
+    row["compression_over_decode_step"] = (c - p) / p;
+    row["compression_share_of_decode_time"] =
+        (c - p) * compressing.size() / (p * steps.size() + (c - p) * compressing.size());
+  }
+  return row;
 }
 
 // Runs RunOne in a child; its JSON comes back through a pipe.
@@ -173,7 +202,28 @@ absl::Status RunBenchCache() {
   }
   KVFOLD_ASSIGN_OR_RETURN(ModelConfig config,
                           BenchShape(absl::GetFlag(FLAGS_bench_model)));
-  KVFOLD_RETURN_IF_ERROR(ValidateCacheOptions(options, config.num_layers));
+  const int64_t layers = absl::GetFlag(FLAGS_bench_layers);
+  if (layers < 0) return absl::InvalidArgumentError("--bench_layers must be >= 0");
+  if (layers > 0) config.num_layers = layers;
+  if (options.cache.has_lococo() && options.compressor == nullptr) {
+    // Timing only: a random module of the shape calibration would give.
+    auto file = std::make_shared<CompressorFile>();
+    file->path = "(random)";
+    file->method = "lococo";
+    file->model = {absl::GetFlag(FLAGS_bench_model), config.num_layers, config.hidden_size,
+                   config.num_heads, config.num_kv_heads, config.head_dim, config.vocab_size};
+    const double rate = absl::GetFlag(FLAGS_lococo_hh_keep_rate);
+    const int64_t kernel = absl::GetFlag(FLAGS_lococo_kernel);
+    const int64_t slots = options.cache.slots() > 0 ? options.cache.slots() : 512;
+    if (!(rate >= 0 && rate < 1) || kernel < 1 || kernel % 2 == 0) {
+      return absl::InvalidArgumentError(
+          "--lococo_hh_keep_rate must be in [0, 1) and --lococo_kernel odd and >= 1");
+    }
+    file->lococo = std::make_shared<LoCoCoParams>(
+        RandomLoCoCo(config.num_layers, config.head_dim, slots, rate, kernel, 99));
+    options.compressor = std::move(file);
+  }
+  KVFOLD_RETURN_IF_ERROR(ValidateCacheOptions(options, config));
   std::vector<int64_t> lengths;
   for (absl::string_view item :
        absl::StrSplit(absl::GetFlag(FLAGS_doc_lengths), ',', absl::SkipEmpty())) {
@@ -193,6 +243,7 @@ absl::Status RunBenchCache() {
   KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model,
                           LlamaModel::Random(config, 1234));
   EngineOptions full = options;
+  full.compressor = nullptr;
   full.cache = CacheConfig();
   full.cache.mutable_full();
   std::vector<nlohmann::json> policy_rows, full_rows;
@@ -216,7 +267,9 @@ absl::Status RunBenchCache() {
   nlohmann::json summary = {
       {"summary", PolicyName(options.cache)},
       {"model", absl::GetFlag(FLAGS_bench_model)},
-      {"slots", options.cache.slots()},
+      {"slots", LayerBudgets(options.cache, config.num_layers, options.prefill_chunk,
+                             Learned(options))->front()},
+      {"layers", config.num_layers},
       {"prefill_chunk", options.prefill_chunk},
       {"doc_tokens", {first["doc_tokens"], last["doc_tokens"]}},
       {"peak_memory_max_over_min", Spread(policy_rows, "peak_memory_bytes")},

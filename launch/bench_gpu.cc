@@ -120,7 +120,7 @@ absl::Status BenchShapeOnGpu(const std::string& name, const Stream& probe,
   o.prefill_chunk = absl::GetFlag(FLAGS_gpu_prefill_chunk);
   KVFOLD_RETURN_IF_ERROR(SetPolicyByName("streaming", &o.cache));
   o.cache.set_slots(absl::GetFlag(FLAGS_gpu_cache_slots));
-  KVFOLD_RETURN_IF_ERROR(ValidateCacheOptions(o, c.num_layers));
+  KVFOLD_RETURN_IF_ERROR(ValidateCacheOptions(o, c));
   Engine engine(*model, o);
   const int64_t decode = absl::GetFlag(FLAGS_gpu_decode_tokens);
   const double datasheet = absl::GetFlag(FLAGS_gpu_datasheet_tbps) * 1e12;

@@ -51,6 +51,11 @@ absl::StatusOr<CacheConfig> CacheConfigFromFlags() {
       KVFOLD_RETURN_IF_ERROR(SetPolicyByName(name, &c));
     }
   }
+  // A compressor file names its method: it selects the policy if none was.
+  if (!absl::GetFlag(FLAGS_compressor).empty() &&
+      c.policy_case() == CacheConfig::POLICY_NOT_SET) {
+    c.mutable_lococo();
+  }
   const int32_t slots = absl::GetFlag(FLAGS_cache_slots);
   if (slots != 0) {
     if (slots < 0) {
@@ -87,6 +92,14 @@ absl::StatusOr<CacheConfig> CacheConfigFromFlags() {
   if (window >= 0 && !SetWindow(c, window)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--cache_window does not apply to the ", PolicyName(c), " cache"));
+  }
+  const int32_t buffer = absl::GetFlag(FLAGS_cache_buffer);
+  if (buffer >= 0) {
+    if (c.policy_case() != CacheConfig::kLococo) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--cache_buffer applies to --cache=lococo only, not ", PolicyName(c)));
+    }
+    c.mutable_lococo()->set_buffer(buffer);
   }
   const std::string mode = absl::GetFlag(FLAGS_question_mode);
   if (mode == "aware") {

@@ -15,6 +15,7 @@
 #include "launch/report.h"
 #include "models/tokenizer/tokenizer.h"
 #include "cache/policies.h"
+#include "models/compressor_file.h"
 #include "models/config.h"
 #include "models/files.h"
 #include "runtime/engine.h"
@@ -69,6 +70,16 @@ absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
                   .cache = {}};
   KVFOLD_RETURN_IF_ERROR(AsFlagError(ValidateEngineOptions(o)));
   KVFOLD_ASSIGN_OR_RETURN(o.cache, CacheConfigFromFlags());
+  const std::string compressor = absl::GetFlag(FLAGS_compressor);
+  if (!compressor.empty()) {
+    absl::StatusOr<std::shared_ptr<const CompressorFile>> file =
+        LoadCompressorFile(compressor);
+    if (!file.ok()) {
+      return absl::Status(file.status().code(),
+                          absl::StrCat("--compressor: ", file.status().message()));
+    }
+    o.compressor = *std::move(file);
+  }
   return o;
 }
 

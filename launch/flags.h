@@ -39,6 +39,8 @@ ABSL_DECLARE_FLAG(std::string, cache_layer_slots);
 ABSL_DECLARE_FLAG(int32_t, cache_sinks);
 ABSL_DECLARE_FLAG(int32_t, cache_window);
 ABSL_DECLARE_FLAG(std::string, cache_config);
+ABSL_DECLARE_FLAG(std::string, compressor);
+ABSL_DECLARE_FLAG(int32_t, cache_buffer);
 ABSL_DECLARE_FLAG(std::string, question_mode);
 ABSL_DECLARE_FLAG(int32_t, tp);
 ABSL_DECLARE_FLAG(int32_t, sp);

@@ -102,7 +102,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> StartModel(Ranks& ranks, absl::Statu
       if (dir.empty()) return absl::InvalidArgumentError("--model is required");
       KVFOLD_ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromFile(dir + "/config.json"));
       // Checked before a possibly large model is read.
-      KVFOLD_RETURN_IF_ERROR(ValidateCacheOptions(options, config.num_layers));
+      KVFOLD_RETURN_IF_ERROR(ValidateCacheOptions(options, config));
       const std::string documents = absl::GetFlag(FLAGS_documents_file);
       for (size_t i = 0; i < prompts.size(); ++i) {
         const std::string where =

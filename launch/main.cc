@@ -58,7 +58,7 @@ ABSL_FLAG(std::string, questions, "",
           "by ';' (one answer each)");
 ABSL_FLAG(std::string, cache, "",
           "KV cache policy: full (default), streaming, h2o, snapkv, pyramidkv, "
-          "kvmerger");
+          "kvmerger, lococo");
 ABSL_FLAG(int32_t, cache_slots, 0, "cache budget: slots per layer and KV head");
 ABSL_FLAG(std::string, cache_layer_slots, "",
           "per-layer budgets, comma separated, one per model layer");
@@ -68,6 +68,12 @@ ABSL_FLAG(int32_t, cache_window, -1,
 ABSL_FLAG(std::string, cache_config, "",
           "text-format CacheConfig file (cache/cache_config.proto); --cache* "
           "flags override its fields");
+ABSL_FLAG(std::string, compressor, "",
+          "a calibrated compressor file (tools/calibrate/calibrate.py) for "
+          "--cache=lococo; selects lococo when --cache is not given");
+ABSL_FLAG(int32_t, cache_buffer, -1,
+          "lococo: slots a layer may hold past M before it is compressed "
+          "(default: the compressor's calibration buffer, 16)");
 ABSL_FLAG(std::string, question_mode, "",
           "agnostic (compress the document alone; default) or aware (the "
           "question joins the last compression)");
@@ -126,7 +132,8 @@ constexpr char kUsage[] =
     "  N / (T x S); rank 0 writes every result\n\n"
     "KV cache (generate, score): --cache=full|streaming|h2o|snapkv|\n"
     "  pyramidkv|kvmerger --cache_slots=N [--cache_window --cache_sinks\n"
-    "  --cache_layer_slots --cache_config=FILE --question_mode=agnostic|aware]\n\n"
+    "  --cache_layer_slots --cache_config=FILE --question_mode=agnostic|aware]\n"
+    "  --cache=lococo --compressor=FILE [--cache_slots=M --cache_buffer=B]\n\n"
     "Run `kvfold --helpfull` for every flag.";
 
 }  // namespace

@@ -423,15 +423,24 @@ absl::StatusOr<WeightStore::Located> WeightStore::Find(
   return it->second;
 }
 
+absl::StatusOr<Tensor> SafetensorsFile::LoadF32(const std::string& name,
+                                                const Shape& expected) const {
+  auto it = tensors_.find(name);
+  if (it == tensors_.end()) {
+    return absl::NotFoundError(absl::StrCat("tensor \"", absl::CHexEscape(name),
+                                            "\" not found in ", path_));
+  }
+  KVFOLD_ASSIGN_OR_RETURN(const DType dtype, CheckWeight(path_, it->second, expected));
+  Tensor out(expected, DType::kF32);
+  ConvertToF32Unaligned(dtype, it->second.data, out.as<float>(), out.numel());
+  return out;
+}
+
 absl::StatusOr<Tensor> WeightStore::LoadF32(const std::string& name,
                                             const Shape& expected) const {
   KVFOLD_ASSIGN_OR_RETURN(const Located located, Find(name));
-  const TensorEntry& entry = *located.entry;
-  KVFOLD_ASSIGN_OR_RETURN(const DType dtype,
-                          CheckWeight(located.file->path(), entry, expected));
-  Tensor out(expected, DType::kF32);
-  ConvertToF32Unaligned(dtype, entry.data, out.as<float>(), out.numel());
-  bytes_read_ += entry.end - entry.begin;
+  KVFOLD_ASSIGN_OR_RETURN(Tensor out, located.file->LoadF32(name, expected));
+  bytes_read_ += located.entry->end - located.entry->begin;
   return out;
 }
 

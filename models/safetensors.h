@@ -41,6 +41,10 @@ class SafetensorsFile {
   const std::string& path() const { return path_; }
   const std::map<std::string, TensorEntry>& tensors() const { return tensors_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  // Loads `name` as f32, converting from F32/BF16/F16; the stored shape must
+  // equal `expected` (errors name the tensor, the file and both shapes).
+  absl::StatusOr<Tensor> LoadF32(const std::string& name,
+                                 const Shape& expected) const;
 
  private:
   SafetensorsFile() = default;

@@ -67,10 +67,20 @@ absl::Status ValidateEngineOptions(const EngineOptions& options) {
   return absl::OkStatus();
 }
 
+LearnedParams Learned(const EngineOptions& options) {
+  LearnedParams l;
+  if (options.compressor != nullptr) l.lococo = options.compressor->lococo;
+  return l;
+}
+
 absl::Status ValidateCacheOptions(const EngineOptions& options,
-                                  int64_t num_layers) {
+                                  const ModelConfig& model) {
   KVFOLD_RETURN_IF_ERROR(ValidateEngineOptions(options));
-  return ValidateCacheConfig(options.cache, num_layers, options.prefill_chunk);
+  if (options.compressor != nullptr) {
+    KVFOLD_RETURN_IF_ERROR(CheckCompressorModel(*options.compressor, model));
+  }
+  return ValidateCacheConfig(options.cache, model.num_layers,
+                             options.prefill_chunk, Learned(options));
 }
 
 absl::Status ValidateGenerateOptions(const GenerateOptions& options) {
@@ -86,7 +96,7 @@ absl::StatusOr<std::unique_ptr<KvCache>> Engine::NewCache() const {
   KVFOLD_RETURN_IF_ERROR(status_);
   KVFOLD_RETURN_IF_ERROR(ValidateEngineOptions(options_));
   return MakeCache(options_.cache, model_.cache_shape(stream_),
-                   options_.prefill_chunk);
+                   options_.prefill_chunk, Learned(options_));
 }
 
 absl::Status Engine::Prefill(absl::Span<const int32_t> tokens,

@@ -11,11 +11,13 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "cache/cache_config.pb.h"
+#include "cache/policies.h"
 #include "cache/kv_cache.h"
 #include "kernels/device_stream.h"
 #include "kernels/ops.h"
 #include "kernels/sampling.h"
 #include "kernels/thread_pool.h"
+#include "models/compressor_file.h"
 #include "models/llama.h"
 
 namespace kvfold {
@@ -26,16 +28,20 @@ struct EngineOptions {
   int threads = 0;              // 0 = one per core
   int64_t prefill_chunk = 512;  // tokens per prefill forward call
   CacheConfig cache;            // the policy of every request's cache
+  // A learned policy's parameters (--compressor), or null.
+  std::shared_ptr<const CompressorFile> compressor;
   OpTimers* timers = nullptr;   // where op time is accounted (benchmarks)
 };
 
 // Checks of option values, shared by the engine and the CLI (which checks
 // them before loading a model). Messages name the field as its flag.
 absl::Status ValidateEngineOptions(const EngineOptions& options);
-// The cache config against a model of `num_layers` (budgets per layer, the
-// policy's windows vs the prefill chunk).
+// The cache config against the model (budgets per layer, the policy's
+// windows vs the prefill chunk, the compressor's model and slots).
 absl::Status ValidateCacheOptions(const EngineOptions& options,
-                                  int64_t num_layers);
+                                  const ModelConfig& model);
+// The learned parameters of options.compressor, for MakeCache.
+LearnedParams Learned(const EngineOptions& options);
 
 struct GenerateOptions {
   int64_t max_new_tokens = 16;
