@@ -3,8 +3,10 @@
 //
 // After every chunk's attention, a layer holding more than its budget is
 // handed to the policy's Compressor, which shrinks every KV head to the
-// budget (each head choosing its own tokens). Slots stay in position order,
-// so positions are strictly increasing per head.
+// budget (each head choosing its own tokens). Selection and merging policies
+// keep slots in position order (positions strictly increasing per head);
+// LoCoCo's fused slots follow its heavy hitters. Attention's causal mask
+// counts slots (the chunk's are the last), never positions.
 #ifndef KVFOLD_CACHE_COMPRESSED_CACHE_H_
 #define KVFOLD_CACHE_COMPRESSED_CACHE_H_
 

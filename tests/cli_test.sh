@@ -168,5 +168,24 @@ python3 -c "import json,sys; c=json.load(open(sys.argv[1])); c['chat_template']=
 expect_error 1 "use --chat=raw" generate --model="$tmp/oddchat" --text="A document." --question="Why?"
 expect_ok generate --model="$tmp/oddchat" --text="A document." --question="Why?" --chat=raw --max_new_tokens=2
 
+# LoCoCo with a calibrated compressor file (tests/golden/lococo/, made by
+# tools/calibrate/make_lococo_golden.py), and its bad input at start-up.
+LOCOCO=tests/golden/lococo
+COMP=$LOCOCO/parity/official.compressor.safetensors
+doc=$(seq 1 120 | awk '{printf "%s%d", (NR > 1 ? "," : ""), ($1 * 37) % 250 + 3}')
+expect_ok generate --model=$LOCOCO/model --ids="$doc" --compressor=$COMP --prefill_chunk=16 --max_new_tokens=40
+grep -q '"cache_policy":"lococo"' "$tmp/out" || { echo "FAIL: lococo not reported"; failures=$((failures + 1)); }
+grep -q '"slots_held":64,' "$tmp/out" || { echo "FAIL: lococo did not keep 32 slots x 2 layers"; cat "$tmp/out"; failures=$((failures + 1)); }
+expect_ok score --model=$LOCOCO/model --ids="$doc" --cache=lococo --compressor=$COMP --cache_slots=32 --cache_buffer=4
+expect_error 1 "was calibrated for the model \"model\" (2 layers, hidden 64, 4 heads / 2 KV heads of 16, vocabulary 256) but --model has" generate --model=tests/golden/mistral_gqa_f32 --ids=1,2 --compressor=$COMP
+head -c 5000 $COMP >"$tmp/cut.safetensors"
+expect_error 1 "cut.safetensors" generate --model=$LOCOCO/model --ids=1,2 --compressor="$tmp/cut.safetensors"
+expect_error 1 "no such file\|cannot open\|not found" generate --model=$LOCOCO/model --ids=1,2 --compressor=/nonexistent.safetensors
+expect_error 1 "format is \"pt\", not a kvfold compressor file" generate --model=$LOCOCO/model --ids=1,2 --compressor=$LOCOCO/model/model.safetensors
+expect_error 1 "cache_slots=64 does not match the compressor, calibrated for M=32" generate --model=$LOCOCO/model --ids=1,2 --compressor=$COMP --cache_slots=64
+expect_error 1 "needs its calibrated parameters: --compressor=PATH" generate --model=$LOCOCO/model --ids=1,2 --cache=lococo
+expect_error 1 "applies to --cache=lococo only" generate --model=$LOCOCO/model --ids=1,2 --cache=h2o --cache_slots=32 --compressor=$COMP
+expect_error 1 "cache_buffer applies to --cache=lococo only" generate --model=$LOCOCO/model --ids=1,2 --cache=h2o --cache_slots=32 --cache_buffer=3
+
 echo "cli_test: $failures failure(s)"
 [ "$failures" -eq 0 ]

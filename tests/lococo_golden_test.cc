@@ -3,7 +3,9 @@
 // compressor file and the same ids give the same compressed keys, values and
 // positions after every forward call (chunked prefill, then decode steps)
 // and the same logits.
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -34,7 +36,9 @@ int64_t MetaInt(const SafetensorsFile& f, const std::string& key) {
   auto it = f.metadata().find(key);
   EXPECT_NE(it, f.metadata().end()) << key;
   int64_t v = -1;
-  if (it != f.metadata().end()) EXPECT_TRUE(absl::SimpleAtoi(it->second, &v)) << key;
+  if (it != f.metadata().end()) {
+    EXPECT_TRUE(absl::SimpleAtoi(it->second, &v)) << key;
+  }
   return v;
 }
 
@@ -80,13 +84,16 @@ TEST_P(LoCoCoGoldenTest, StateAndLogitsAfterEveryForward) {
   const int64_t vocab = config.vocab_size, d = config.head_dim;
   const int64_t heads = config.num_kv_heads;
   int64_t step = 0, compressions = 0;
+  double worst_logits = 0, worst_kv = 0;
   std::vector<float> logits;
   auto check_step = [&](int64_t tokens) {
     SCOPED_TRACE(absl::StrCat(variant, " step ", step));
     const std::string at = absl::StrCat("step", step, ".");
     auto want_logits = g.LoadF32(at + "logits", {tokens, vocab});
     ASSERT_TRUE(want_logits.ok()) << want_logits.status();
-    EXPECT_LT(RelErr(logits.data(), want_logits->as<float>(), tokens * vocab), 1e-5);
+    const double logit_err = RelErr(logits.data(), want_logits->as<float>(), tokens * vocab);
+    EXPECT_LT(logit_err, 1e-5);
+    worst_logits = std::max(worst_logits, logit_err);
     for (int layer = 0; layer < config.num_layers; ++layer) {
       const LayerView view = cache.View(layer);
       const std::string name = absl::StrCat(at, "layer", layer, ".");
@@ -106,8 +113,11 @@ TEST_P(LoCoCoGoldenTest, StateAndLogitsAfterEveryForward) {
         const int32_t* p = view.positions + h * view.stride;
         got_p.insert(got_p.end(), p, p + view.length);
       }
-      EXPECT_LT(RelErr(got_k.data(), keys->as<float>(), got_k.size()), 1e-5) << name;
-      EXPECT_LT(RelErr(got_v.data(), values->as<float>(), got_v.size()), 1e-5) << name;
+      const double k_err = RelErr(got_k.data(), keys->as<float>(), got_k.size());
+      const double v_err = RelErr(got_v.data(), values->as<float>(), got_v.size());
+      EXPECT_LT(k_err, 1e-5) << name;
+      EXPECT_LT(v_err, 1e-5) << name;
+      worst_kv = std::max({worst_kv, k_err, v_err});
       const auto* want_p = reinterpret_cast<const int32_t*>(entry->second.data);
       EXPECT_EQ(got_p, std::vector<int32_t>(want_p, want_p + got_p.size())) << name;
     }
@@ -129,6 +139,9 @@ TEST_P(LoCoCoGoldenTest, StateAndLogitsAfterEveryForward) {
     check_step(1);
   }
   EXPECT_EQ(step, steps);
+  std::printf("%s: %ld forwards, %ld compressions; worst relative error: logits %.2e, "
+              "keys/values %.2e\n",
+              variant.c_str(), step, compressions, worst_logits, worst_kv);
   // The fixture must exercise the module in both phases.
   EXPECT_GE(compressions, 4) << "compressions seen";
 }
