@@ -24,5 +24,5 @@ for buffer in 16 64; do
     --decode_tokens=$((2 * (buffer + 1) + 1)) "$@" | tee "$out/lococo_decode_8b4l_b$buffer.json"
 done
 $K bench_cache --cache=lococo --cache_slots=512 --bench_model=tiny-256 \
-  --doc_lengths=8192,32768,131072 --full_max_length=131072 --decode_tokens=18 "$@" |
+  --doc_lengths=8192,32768,131072 --full_max_length=32768 --decode_tokens=18 "$@" |
   tee "$out/lococo_prefill.json"
