@@ -23,7 +23,7 @@ Everything here handles one sequence at a time (batch 1), as kvfold does.
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, List, Optional
 
 import torch
