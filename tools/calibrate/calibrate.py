@@ -30,6 +30,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import sys
 import time
@@ -97,7 +98,7 @@ def parse_args(argv=None):
         p.error(f"--lr must be a positive number, got {a.lr}")
     if a.train_model != bool(a.out_model):
         p.error("--train_model and --out_model go together")
-    if a.device != "auto" and not (a.device == "cpu" or a.device == "cuda" or a.device.startswith("cuda:")):
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", a.device):
         p.error(f"--device must be auto, cpu, cuda or cuda:N, got {a.device!r}")
     return a
 
@@ -190,7 +191,10 @@ def pick_device(name):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {name}: no CUDA device available")
-    return torch.device(name)
+    dev = torch.device(name)
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
+    return dev
 
 
 # ----------------------------------------------------------------------------- training
