@@ -38,7 +38,6 @@ absl::Status LoCoCoParams::Validate() const {
   }
   if (head_dim < 1) return bad(absl::StrCat("head_dim must be >= 1, got ", head_dim));
   if (buffer < 0) return bad(absl::StrCat("buffer must be >= 0, got ", buffer));
-  if (layers.empty()) return bad("no layers");
   const int64_t in = 2 * head_dim * kernel;
   for (size_t l = 0; l < layers.size(); ++l) {
     const LoCoCoLayer& w = layers[l];
@@ -94,46 +93,51 @@ class LoCoCoCompressor : public Compressor {
 
   absl::Status Compress(LayerState& layer,
                         const CompressRequest& r) const override {
-    const int64_t length = layer.slots.length, d = r.shape->head_dim;
-    const int64_t mc = p_->compressed_slots, keep = p_->heavy_slots();
-    const int64_t rest = length - keep, channels = 2 * d;
-    const int64_t in = channels * p_->kernel;
-    if (r.target != p_->slots || rest < mc) {
+    Work w;
+    w.length = layer.slots.length;
+    w.d = r.shape->head_dim;
+    w.mc = p_->compressed_slots;
+    w.keep = p_->heavy_slots();
+    w.rest = w.length - w.keep;
+    w.channels = 2 * w.d;
+    w.in = w.channels * p_->kernel;
+    if (r.target != p_->slots || w.rest < w.mc) {
       return absl::InternalError(absl::StrCat(
-          "lococo: cannot compress ", length, " slots to ", r.target,
+          "lococo: cannot compress ", w.length, " slots to ", r.target,
           " (calibrated for ", p_->slots, ")"));
     }
     // Working memory: X [2d, rest], its columns [rest, in], the weights
     // [mc, rest] and the fused slots [mc, 2d].
     std::vector<float>& buf = *r.scratch;
-    buf.resize(channels * rest + rest * in + mc * rest + mc * channels);
-    Scratch s{buf.data(), buf.data() + channels * rest,
-              buf.data() + channels * rest + rest * in,
-              buf.data() + channels * rest + rest * in + mc * rest};
+    buf.resize(w.channels * w.rest + w.rest * w.in + w.mc * w.rest + w.mc * w.channels);
+    w.x = buf.data();
+    w.cols = w.x + w.channels * w.rest;
+    w.weights = w.cols + w.rest * w.in;
+    w.fused = w.weights + w.mc * w.rest;
     for (int64_t g = 0; g < r.shape->kv_heads; ++g) {
-      KVFOLD_RETURN_IF_ERROR(CompressHead(layer, r, g, s));
+      KVFOLD_RETURN_IF_ERROR(CompressHead(layer, r, g, w));
     }
     layer.slots.length = p_->slots;
     return absl::OkStatus();
   }
 
  private:
-  struct Scratch {
-    float* x;
-    float* cols;
-    float* weights;
-    float* fused;
+  // The sizes of one layer's compression and the scratch it works in.
+  struct Work {
+    int64_t length, d, mc, keep, rest, channels, in;
+    float* x;        // [channels, rest]
+    float* cols;     // [rest, in]
+    float* weights;  // [mc, rest]
+    float* fused;    // [mc, channels]
   };
 
   absl::Status CompressHead(LayerState& layer, const CompressRequest& r,
-                            int64_t g, const Scratch& s) const {
+                            int64_t g, const Work& s) const {
     const Stream& stream = r.shape->stream;
     const LoCoCoLayer& w = p_->layers[r.layer];
-    const int64_t length = layer.slots.length, d = r.shape->head_dim;
+    const int64_t length = s.length, d = s.d, mc = s.mc, keep = s.keep;
+    const int64_t rest = s.rest, channels = s.channels, in = s.in;
     const int64_t cap = layer.slots.capacity();
-    const int64_t mc = p_->compressed_slots, keep = p_->heavy_slots();
-    const int64_t rest = length - keep, channels = 2 * d;
-    const int64_t in = channels * p_->kernel;
     float* keys = layer.slots.keys.as<float>() + g * cap * d;
     float* values = layer.slots.values.as<float>() + g * cap * d;
     int32_t* pos = layer.slots.positions.as<int32_t>() + g * cap;

@@ -38,7 +38,8 @@ struct LoCoCoParams {
   std::vector<LoCoCoLayer> layers;
 
   int64_t heavy_slots() const { return slots - compressed_slots; }
-  // Checks shapes and ranges (names the field and the layer).
+  // Checks sizes and ranges, and the shape of every layer present (names
+  // the field and the layer).
   absl::Status Validate() const;
 };
 

@@ -7,23 +7,15 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
-#include <random>
 
 #include "cache/policies.h"
 #include "gtest/gtest.h"
+#include "kernels/test_util.h"
 
 namespace kvfold {
 namespace {
 
 constexpr int64_t kHeads = 2, kDim = 4;
-
-std::vector<float> Random(int64_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = dist(rng);
-  return v;
-}
 
 std::shared_ptr<LoCoCoParams> Params(int64_t layers, int64_t m, int64_t mc,
                                      int64_t kernel, float alpha, float scale) {

@@ -97,17 +97,13 @@ absl::StatusOr<nlohmann::json> RunOne(const LlamaModel& model,
     (cache->View(0).length <= before ? compressing : plain).push_back(steps.back());
   }
   const double mean = std::accumulate(steps.begin(), steps.end(), 0.0) / steps.size();
-  auto median = [](std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v.empty() ? 0.0 : v[v.size() / 2];
-  };
   const int64_t hwm = ProcStatusBytes("VmHWM");
   nlohmann::json row{
       {"policy", PolicyName(options.cache)},
       {"doc_tokens", length},
       {"prefill_seconds", prefill},
       {"prefill_us_per_token", prefill / length * 1e6},
-      {"decode_ms_per_token_median", median(steps) * 1e3},
+      {"decode_ms_per_token_median", Median(steps) * 1e3},
       {"decode_ms_per_token_mean", mean * 1e3},
       {"cache_after_prefill", CacheStatsJson(after_prefill)},
       {"cache_bytes_end", cache->bytes()},
@@ -117,7 +113,7 @@ absl::StatusOr<nlohmann::json> RunOne(const LlamaModel& model,
   if (!compressing.empty() && !plain.empty()) {
     // What one compression adds to a decode step, and its share of decode
     // time amortised over every step.
-    const double p = median(plain), c = median(compressing);
+    const double p = Median(plain), c = Median(compressing);
     row["decode_steps_compressing"] = compressing.size();
     row["decode_ms_plain_median"] = p * 1e3;
     row["decode_ms_compressing_median"] = c * 1e3;

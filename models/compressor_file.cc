@@ -70,11 +70,8 @@ absl::StatusOr<std::shared_ptr<const LoCoCoParams>> ReadLoCoCo(
                             p->slots, " * (1 - hh_keep_rate ", p->hh_keep_rate, ") = ",
                             expected));
   }
-  if (p->slots < 1 || p->kernel < 1 || p->kernel % 2 == 0 || p->head_dim < 1) {
-    return bad(absl::StrCat("cache_slots ", p->slots, ", kernel_size ", p->kernel,
-                            ", head_dim ", p->head_dim,
-                            ": need slots >= 1, an odd kernel and head_dim >= 1"));
-  }
+  // The sizes, before any tensor is read with them.
+  if (absl::Status s = p->Validate(); !s.ok()) return bad(std::string(s.message()));
   if (num_layers < 1) return bad("model.num_hidden_layers must be >= 1");
   const int64_t mc = p->compressed_slots, in = 2 * p->head_dim;
   for (int64_t l = 0; l < num_layers; ++l) {
@@ -100,7 +97,6 @@ absl::StatusOr<std::shared_ptr<const LoCoCoParams>> ReadLoCoCo(
     return bad(absl::StrCat("holds ", file.tensors().size(), " tensors; ", num_layers,
                             " layers of LoCoCo have ", expected_tensors));
   }
-  if (absl::Status s = p->Validate(); !s.ok()) return bad(std::string(s.message()));
   return std::shared_ptr<const LoCoCoParams>(std::move(p));
 }
 
