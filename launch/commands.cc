@@ -68,6 +68,7 @@ absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
   EngineOptions o{.threads = absl::GetFlag(FLAGS_threads),
                   .prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk),
                   .cache = {}};
+  o.batch = absl::GetFlag(FLAGS_batch);
   KVFOLD_RETURN_IF_ERROR(AsFlagError(ValidateEngineOptions(o)));
   KVFOLD_ASSIGN_OR_RETURN(o.cache, CacheConfigFromFlags());
   const std::string compressor = absl::GetFlag(FLAGS_compressor);

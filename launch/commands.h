@@ -4,6 +4,7 @@
 #define KVFOLD_LAUNCH_COMMANDS_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,26 @@ absl::StatusOr<ModelConfig> BenchShape(const std::string& name);
 // JSON-ready accounting of a cache.
 nlohmann::json CacheStatsJson(const CacheStats& stats);
 
+struct Prompt;
+class Tokenizer;
+
+// Every id of `prompt` must be in the vocabulary: a tokenizer with more ids
+// than the model is a mismatched checkpoint. `where` names the input.
+absl::Status CheckIds(const Prompt& prompt, int64_t vocab, const Tokenizer* tokenizer,
+                      const std::string& where);
+
+// --max_new_tokens, --temperature, --top_k, --top_p, --seed, --ignore_eos.
+absl::StatusOr<GenerateOptions> GenerateOptionsFromFlags();
+
+// Start-up shared by generate, score and run: `prepared` is this rank's
+// verdict on its flags and inputs so far. Plans the mesh from config.json,
+// agrees with every rank, forms the TP groups and loads this rank's slice of
+// --model.
+absl::StatusOr<std::unique_ptr<LlamaModel>> StartModel(Ranks& ranks, absl::Status prepared,
+                                                      const EngineOptions& options,
+                                                      const std::vector<Prompt>& prompts,
+                                                      const Tokenizer* tokenizer);
+
 // generate.cc: run on every rank of the job (launch/ranks.h).
 absl::Status RunGenerate(Ranks& ranks);  // flags: --model --ids|--text..., sampling
 absl::Status RunScore(Ranks& ranks);     // flags: --model --ids|--text...
@@ -51,6 +72,9 @@ absl::Status RunBenchCache();  // flags: --cache* --doc_lengths ...
 absl::Status RunBenchGpu();    // flags: --gpu_shapes --gpu_doc_lengths ...
 absl::Status RunBenchTokenizer();  // flags: --tokenizer --text_file --repeats
 absl::Status RunTokenize();    // flags: --model --text|--text_file|--ids
+// run.cc: the batch job over a JSONL file; demo.cc: run on the bundled demo.
+absl::Status RunRun(Ranks& ranks);   // flags: --model --input --output ...
+absl::Status RunDemo(Ranks& ranks);  // flags: as run, defaults to tools/demo
 
 }  // namespace kvfold
 

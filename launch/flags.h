@@ -32,6 +32,7 @@ ABSL_DECLARE_FLAG(int64_t, prefill_tokens);
 ABSL_DECLARE_FLAG(int64_t, decode_tokens);
 ABSL_DECLARE_FLAG(int64_t, bench_layers);
 ABSL_DECLARE_FLAG(int32_t, repeats);
+ABSL_DECLARE_FLAG(int32_t, batch);
 ABSL_DECLARE_FLAG(std::string, questions);
 ABSL_DECLARE_FLAG(std::string, cache);
 ABSL_DECLARE_FLAG(int32_t, cache_slots);

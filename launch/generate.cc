@@ -32,9 +32,26 @@ namespace {
 // ranks keep their order, so one tag serves every document.
 constexpr int kResultTag = 1;
 
-// Every id must be one the model has: a tokenizer with more ids than the
-// vocabulary is a mismatched checkpoint; ids given directly are checked
-// before any document is answered. `where` names the input.
+// --fault=RANK:KIND (tests of failure handling): after start-up, rank RANK
+// returns an error (error), throws (throw) or is killed (kill).
+absl::Status InjectFault(const Ranks& ranks) {
+  const std::string fault = absl::GetFlag(FLAGS_fault);
+  if (fault.empty()) return absl::OkStatus();
+  std::pair<std::string, std::string> parts = absl::StrSplit(fault, ':');
+  int rank = -1;
+  if (!absl::SimpleAtoi(parts.first, &rank) ||
+      (parts.second != "error" && parts.second != "throw" && parts.second != "kill")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--fault=", fault, ": expected RANK:error|throw|kill"));
+  }
+  if (rank != ranks.rank()) return absl::OkStatus();
+  if (parts.second == "kill") std::raise(SIGKILL);
+  if (parts.second == "throw") throw std::runtime_error("fault injected by --fault");
+  return absl::InternalError("fault injected by --fault");
+}
+
+}  // namespace
+
 absl::Status CheckIds(const Prompt& prompt, int64_t vocab, const Tokenizer* tokenizer,
                       const std::string& where) {
   auto check = [&](const std::vector<int32_t>& ids, const std::string& what) {
@@ -70,27 +87,6 @@ absl::StatusOr<GenerateOptions> GenerateOptionsFromFlags() {
   return o;
 }
 
-// --fault=RANK:KIND (tests of failure handling): after start-up, rank RANK
-// returns an error (error), throws (throw) or is killed (kill).
-absl::Status InjectFault(const Ranks& ranks) {
-  const std::string fault = absl::GetFlag(FLAGS_fault);
-  if (fault.empty()) return absl::OkStatus();
-  std::pair<std::string, std::string> parts = absl::StrSplit(fault, ':');
-  int rank = -1;
-  if (!absl::SimpleAtoi(parts.first, &rank) ||
-      (parts.second != "error" && parts.second != "throw" && parts.second != "kill")) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--fault=", fault, ": expected RANK:error|throw|kill"));
-  }
-  if (rank != ranks.rank()) return absl::OkStatus();
-  if (parts.second == "kill") std::raise(SIGKILL);
-  if (parts.second == "throw") throw std::runtime_error("fault injected by --fault");
-  return absl::InternalError("fault injected by --fault");
-}
-
-// Start-up shared by generate and score: `prepared` is this rank's verdict on
-// its flags and inputs so far. Plans the mesh from config.json, agrees with
-// every rank, forms the TP groups and loads this rank's slice of --model.
 absl::StatusOr<std::unique_ptr<LlamaModel>> StartModel(Ranks& ranks, absl::Status prepared,
                                                       const EngineOptions& options,
                                                       const std::vector<Prompt>& prompts,
@@ -121,6 +117,8 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> StartModel(Ranks& ranks, absl::Statu
   KVFOLD_RETURN_IF_ERROR(InjectFault(ranks));
   return model;
 }
+
+namespace {
 
 // One result line: the answers of one document, each a JSON object.
 std::string AnswerLines(const std::vector<GenerateResult>& results, const Prompt& prompt,

@@ -53,6 +53,7 @@ ABSL_FLAG(int64_t, prefill_tokens, 256, "bench: prompt length");
 ABSL_FLAG(int64_t, decode_tokens, 16, "bench: tokens decoded");
 ABSL_FLAG(int64_t, bench_layers, 0, "bench: override the layer count; 0 = shape's");
 ABSL_FLAG(int32_t, repeats, 3, "bench: repetitions (the median is reported)");
+ABSL_FLAG(int32_t, batch, 1, "sequences decoded together in one batch (run, bench)");
 ABSL_FLAG(std::string, questions, "",
           "generate: questions about the --ids document, token ids, separated "
           "by ';' (one answer each)");
@@ -101,6 +102,12 @@ namespace {
 constexpr char kUsage[] =
     "kvfold COMMAND [--flags]\n\n"
     "Commands:\n"
+    "  run       --model=DIR --input=jobs.jsonl --output=answers.jsonl\n"
+    "            [--batch --max_document_tokens --summary --progress_interval]\n"
+    "            answer every job of a JSONL file (under mpirun: shared out\n"
+    "            over the data-parallel replicas); resumable\n"
+    "  demo      [--demo_ranks=2] kvfold run on the bundled demo (tools/demo)\n"
+    "            through mpirun; prints the answers and the summary\n"
     "  generate  --model=DIR --ids=1,2,3 [--questions=4,5;6,7\n"
     "            or --text=... | --text_file=F [--question=... |\n"
     "            --questions_file=F --chat=auto|raw --system=... --stream]\n"
@@ -127,10 +134,10 @@ constexpr char kUsage[] =
     "  bench_tokenizer --tokenizer=DIR --text_file=F [--repeats --ids_out]\n"
     "            encode MB/s of tokenizer.json on a text (one core)\n\n"
     "Device: --device=auto|cpu|cuda|cuda:N --dtype=auto|f32|bf16|f16\n\n"
-    "Ranks (generate, score under mpirun -np N): --tp=T [--sp=1]\n"
+    "Ranks (run, generate, score under mpirun -np N): --tp=T [--sp=1]\n"
     "  [--documents_file=F] --collective_timeout=S; data-parallel degree\n"
     "  N / (T x S); rank 0 writes every result\n\n"
-    "KV cache (generate, score): --cache=full|streaming|h2o|snapkv|\n"
+    "KV cache (run, generate, score): --cache=full|streaming|h2o|snapkv|\n"
     "  pyramidkv|kvmerger --cache_slots=N [--cache_window --cache_sinks\n"
     "  --cache_layer_slots --cache_config=FILE --question_mode=agnostic|aware]\n"
     "  --cache=lococo --compressor=FILE [--cache_slots=M --cache_buffer=B]\n\n"
@@ -151,6 +158,8 @@ int main(int argc, char** argv) {
     return Command([run](kvfold::Ranks&) { return run(); });
   };
   static const std::map<std::string, Command> kCommands = {
+      {"run", kvfold::RunRun},
+      {"demo", kvfold::RunDemo},
       {"generate", kvfold::RunGenerate},
       {"score", kvfold::RunScore},
       {"tokenize", alone(kvfold::RunTokenize)},

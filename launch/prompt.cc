@@ -143,36 +143,52 @@ absl::StatusOr<Prompt> PromptFromFlags(const std::string& model_dir,
     what = text_file;
   }
   KVFOLD_ASSIGN_OR_RETURN(std::vector<std::string> questions, TextQuestions());
-  const std::string chat = absl::GetFlag(FLAGS_chat);
+  KVFOLD_ASSIGN_OR_RETURN(
+      TextPrompter prompter,
+      TextPrompter::Create(*tokenizer, model_dir, absl::GetFlag(FLAGS_chat)));
+  return prompter.Build(document, questions, absl::GetFlag(FLAGS_system), what);
+}
+
+absl::StatusOr<TextPrompter> TextPrompter::Create(const Tokenizer& tokenizer,
+                                                  const std::string& model_dir,
+                                                  const std::string& chat) {
   if (chat != "auto" && chat != "raw") {
     return absl::InvalidArgumentError(absl::StrCat("--chat=", chat, ": expected auto or raw"));
   }
-  if (questions.empty()) {  // plain continuation of the text
-    KVFOLD_ASSIGN_OR_RETURN(p.document, EncodeText(*tokenizer, document, true, what));
-    return p;
-  }
-  absl::StatusOr<LoadedChatTemplate> loaded(absl::NotFoundError(""));
-  const std::string config = model_dir + "/tokenizer_config.json";
-  if (chat == "auto" && std::filesystem::exists(config)) loaded = LoadChatTemplate(config);
-  if (!loaded.ok() && !absl::IsNotFound(loaded.status())) {
+  TextPrompter p;
+  p.tokenizer_ = &tokenizer;
+  p.config_ = model_dir + "/tokenizer_config.json";
+  if (chat == "raw" || !std::filesystem::exists(p.config_)) return p;
+  absl::StatusOr<LoadedChatTemplate> loaded = LoadChatTemplate(p.config_);
+  if (absl::IsNotFound(loaded.status())) return p;
+  if (!loaded.ok()) {
     return absl::Status(loaded.status().code(),
                         absl::StrCat(loaded.status().message(),
                                      " (use --chat=raw to send the text without a template)"));
   }
-  if (!loaded.ok()) {
-    // Raw: the document as the tokenizer adds special tokens to a sequence,
-    // each question as plain text after it.
-    KVFOLD_ASSIGN_OR_RETURN(p.document, EncodeText(*tokenizer, document, true, what));
+  p.template_ = std::make_shared<LoadedChatTemplate>(std::move(*loaded));
+  return p;
+}
+
+absl::StatusOr<Prompt> TextPrompter::Build(const std::string& document,
+                                           const std::vector<std::string>& questions,
+                                           const std::string& system,
+                                           const std::string& what) const {
+  Prompt p;
+  p.from_text = true;
+  if (questions.empty() || template_ == nullptr) {
+    // A plain continuation, or raw: the document as the tokenizer adds
+    // special tokens to a sequence, each question as plain text after it.
+    KVFOLD_ASSIGN_OR_RETURN(p.document, EncodeText(*tokenizer_, document, true, what));
     for (size_t i = 0; i < questions.size(); ++i) {
       KVFOLD_ASSIGN_OR_RETURN(std::vector<int32_t> q,
-                              EncodeText(*tokenizer, questions[i], false,
+                              EncodeText(*tokenizer_, questions[i], false,
                                          absl::StrCat("question ", i)));
       p.questions.push_back(std::move(q));
     }
     return p;
   }
-  const std::string system = absl::GetFlag(FLAGS_system);
-  return ChatPrompt(*tokenizer, *loaded, config, document, questions, system);
+  return ChatPrompt(*tokenizer_, *template_, config_, document, questions, system);
 }
 
 }  // namespace kvfold

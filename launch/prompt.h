@@ -6,6 +6,7 @@
 #define KVFOLD_LAUNCH_PROMPT_H_
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -16,6 +17,25 @@
 
 namespace kvfold {
 
+// Text documents and questions to ids: through the chat template of the
+// model's tokenizer_config.json when it has one and `chat` is "auto"; raw
+// otherwise (the document with the tokenizer's special tokens, then each
+// question's text as is). Holds `tokenizer`, which must outlive it.
+class TextPrompter {
+ public:
+  static absl::StatusOr<TextPrompter> Create(const Tokenizer& tokenizer,
+                                             const std::string& model_dir,
+                                             const std::string& chat);
+  // `what` names the document in errors.
+  absl::StatusOr<Prompt> Build(const std::string& document,
+                               const std::vector<std::string>& questions,
+                               const std::string& system, const std::string& what) const;
+
+ private:
+  const Tokenizer* tokenizer_ = nullptr;
+  std::string config_;  // tokenizer_config.json, for errors
+  std::shared_ptr<const LoadedChatTemplate> template_;  // null: raw
+};
 
 // True when any of the text flags is set.
 bool TextFlagsGiven();

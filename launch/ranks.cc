@@ -25,17 +25,23 @@ bool LaunchedByMpirun() {
   return false;
 }
 
+std::unique_ptr<CountingCommunicator> Counted(std::unique_ptr<Communicator> c) {
+  return std::make_unique<CountingCommunicator>(std::move(c));
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Ranks>> Ranks::Start() {
   std::unique_ptr<Ranks> r(new Ranks());
   if (LaunchedByMpirun()) {
     KVFOLD_ASSIGN_OR_RETURN(
-        r->owned_world_,
+        std::unique_ptr<Communicator> world,
         MpiCommunicator::World(absl::Seconds(absl::GetFlag(FLAGS_collective_timeout))));
     KVFOLD_ASSIGN_OR_RETURN(
-        r->results_,
+        std::unique_ptr<Communicator> results,
         MpiCommunicator::World(absl::Seconds(absl::GetFlag(FLAGS_job_timeout))));
+    r->owned_world_ = Counted(std::move(world));
+    r->results_ = Counted(std::move(results));
     r->mpi_ = true;
   } else {
     r->single_ = std::make_unique<ThreadGroup>(1);
@@ -74,8 +80,12 @@ absl::Status Ranks::PlanMesh(const ModelConfig& c) {
 absl::Status Ranks::SplitGroups() {
   // TP groups: the ranks of one (replica, SP rank), ordered by TP rank.
   const int color = rank() / mesh_->tp_size();
-  KVFOLD_ASSIGN_OR_RETURN(tp_, world_->Split(color, mesh_->tp_rank()));
-  KVFOLD_ASSIGN_OR_RETURN(tp_jobs_, results().Split(color, mesh_->tp_rank()));
+  KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> tp,
+                          world_->Split(color, mesh_->tp_rank()));
+  KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> jobs,
+                          results().Split(color, mesh_->tp_rank()));
+  tp_ = Counted(std::move(tp));
+  tp_jobs_ = Counted(std::move(jobs));
   return absl::OkStatus();
 }
 
@@ -83,14 +93,29 @@ absl::Status Ranks::SyncReplica() {
   return tp_jobs_ != nullptr && tp_jobs_->size() > 1 ? tp_jobs_->Barrier() : absl::OkStatus();
 }
 
+absl::Status Ranks::ShareWithReplica(std::string* text) {
+  if (tp_jobs_ == nullptr || tp_jobs_->size() == 1) return absl::OkStatus();
+  return BroadcastText(*tp_jobs_, text, 0);
+}
+
+int64_t Ranks::BytesExchanged() const {
+  int64_t bytes = 0;
+  for (const CountingCommunicator* c :
+       {owned_world_.get(), results_.get(), tp_.get(), tp_jobs_.get(), tp_device_.get()}) {
+    if (c != nullptr) bytes += c->Total().bytes;
+  }
+  return bytes;
+}
+
 absl::StatusOr<Communicator*> Ranks::TpFor(const Device& device) {
   if (tp() == nullptr || device.kind == Device::Kind::kCpu) return tp();
 #ifdef KVFOLD_WITH_CUDA
   if (tp_device_ == nullptr) {
     KVFOLD_ASSIGN_OR_RETURN(
-        tp_device_,
+        std::unique_ptr<Communicator> nccl,
         NcclCommunicator::Create(*tp_, device.index,
                                  absl::Seconds(absl::GetFlag(FLAGS_collective_timeout))));
+    tp_device_ = Counted(std::move(nccl));
   }
   return tp_device_.get();
 #else

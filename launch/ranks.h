@@ -20,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "models/config.h"
 #include "parallel/communicator.h"
+#include "parallel/counting_communicator.h"
 #include "parallel/mesh.h"
 
 namespace kvfold {
@@ -37,6 +38,8 @@ class Ranks {
   int rank() const { return world_->rank(); }
   int size() const { return world_->size(); }
   bool writer() const { return world_->rank() == 0; }
+  // Launched by mpirun (else a world of one).
+  bool mpi() const { return mpi_; }
   // "rank R of N: " when there are several ranks, else "".
   std::string Prefix() const;
 
@@ -63,6 +66,12 @@ class Ranks {
   // sends the replica's results to the writer.
   int ReplicaLeader(int dp) const;
   bool replica_leader() const { return ReplicaLeader(dp_rank()) == rank(); }
+  // Collective over this rank's replica (its TP group), with the
+  // --job_timeout: every rank ends with its leader's `text`.
+  absl::Status ShareWithReplica(std::string* text);
+  // Payload bytes this rank has sent or contributed to collectives so far,
+  // over every communicator of the job.
+  int64_t BytesExchanged() const;
 
   // Collective over the world (with the --job_timeout: ranks load at
   // different speeds): OK when every rank's `status` is OK. Else
@@ -78,15 +87,16 @@ class Ranks {
 
  private:
   Ranks() = default;
-  std::unique_ptr<Communicator> owned_world_;
-  std::unique_ptr<Communicator> results_;
+  // Every communicator is counted (BytesExchanged).
+  std::unique_ptr<CountingCommunicator> owned_world_;
+  std::unique_ptr<CountingCommunicator> results_;
   Communicator* world_ = nullptr;
   std::unique_ptr<class ThreadGroup> single_;
   bool mpi_ = false;
   std::unique_ptr<Mesh> mesh_;
-  std::unique_ptr<Communicator> tp_;
-  std::unique_ptr<Communicator> tp_device_;  // NCCL over tp_
-  std::unique_ptr<Communicator> tp_jobs_;    // tp_ with the --job_timeout
+  std::unique_ptr<CountingCommunicator> tp_;
+  std::unique_ptr<CountingCommunicator> tp_device_;  // NCCL over tp_
+  std::unique_ptr<CountingCommunicator> tp_jobs_;    // tp_ with the --job_timeout
   bool reported_ = false;
 };
 

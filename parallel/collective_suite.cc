@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 
 namespace kvfold {
 namespace {
@@ -122,6 +123,29 @@ std::vector<std::string> RunCollectiveSuite(Communicator& comm) {
     if (ok(got.status(), "RecvText") && *got != std::string(size_t(prev) * 5, char('a' + prev)) + "!") {
       fail(absl::StrCat("RecvText got \"", *got, "\""));
     }
+  }
+  std::string root_text = r == n - 1 ? "from the last rank" : "";
+  if (ok(BroadcastText(comm, &root_text, n - 1), "BroadcastText") &&
+      root_text != "from the last rank") {
+    fail(absl::StrCat("BroadcastText got \"", root_text, "\""));
+  }
+  // Probe (not in NCCL): nothing waits before the send; the message shows
+  // up after it, and is gone once received.
+  if (n > 1 && comm.kind() != "nccl") {
+    const int next = (r + 1) % n, prev = (r + n - 1) % n;
+    absl::StatusOr<bool> early = comm.Probe(prev, 4);
+    if (ok(early.status(), "Probe") && *early) fail("Probe saw a message before any was sent");
+    ok(comm.Barrier(), "Barrier before Probe");
+    ok(SendText(comm, "probe", next, 4), "SendText for Probe");
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    absl::StatusOr<bool> seen = false;
+    while (seen.ok() && !*seen && absl::Now() < deadline) seen = comm.Probe(prev, 4);
+    if (ok(seen.status(), "Probe") && !*seen) fail("Probe never saw the message sent");
+    absl::StatusOr<std::string> got = RecvText(comm, prev, 4);
+    if (ok(got.status(), "RecvText after Probe") && *got != "probe") fail("wrong probed message");
+    absl::StatusOr<bool> after = comm.Probe(prev, 4);
+    if (ok(after.status(), "Probe") && *after) fail("Probe still sees a received message");
+    ok(comm.Barrier(), "Barrier after Probe");
   }
   // Split into even and odd ranks, in reverse rank order: the new group's
   // ranks and a sum over it follow.

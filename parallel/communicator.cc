@@ -69,6 +69,20 @@ absl::StatusOr<std::string> RecvText(Communicator& c, int peer, int tag) {
   return std::string(reinterpret_cast<const char*>(words.data()), size_t(length[0]));
 }
 
+absl::StatusOr<bool> Communicator::Probe(int peer, int tag) {
+  return absl::UnimplementedError(absl::StrCat(kind(), ": Probe is not supported"));
+}
+
+absl::Status BroadcastText(Communicator& c, std::string* text, int root) {
+  std::vector<int32_t> length = {int32_t(text->size())};
+  KVFOLD_RETURN_IF_ERROR(c.Broadcast(Words(length), root));
+  std::vector<int32_t> words(WordsFor(size_t(length[0])));
+  if (c.rank() == root && !text->empty()) std::memcpy(words.data(), text->data(), text->size());
+  KVFOLD_RETURN_IF_ERROR(c.Broadcast(Words(words), root));
+  text->assign(reinterpret_cast<const char*>(words.data()), size_t(length[0]));
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<std::string>> AllGatherText(Communicator& c,
                                                         const std::string& text) {
   const int n = c.size();

@@ -43,6 +43,10 @@ class Communicator {
   // Point to point; a Recv matches the Send with the same peer and tag.
   virtual absl::Status Send(const TensorView& data, int peer, int tag) = 0;
   virtual absl::Status Recv(const TensorView& data, int peer, int tag) = 0;
+  // Whether a message from `peer` with `tag` is waiting (never blocks), so
+  // a rank busy with its own work can serve others between steps. NCCL has
+  // no such call: Unimplemented there.
+  virtual absl::StatusOr<bool> Probe(int peer, int tag);
   virtual absl::Status Barrier() = 0;
   // Collective over this communicator: ranks passing the same `color` form a
   // new communicator, ordered by `key` (ties by rank here). The result is
@@ -58,6 +62,8 @@ absl::Status SendText(Communicator& c, const std::string& text, int peer, int ta
 absl::StatusOr<std::string> RecvText(Communicator& c, int peer, int tag);
 absl::StatusOr<std::vector<std::string>> AllGatherText(Communicator& c,
                                                         const std::string& text);
+// Collective: every rank ends with root's `text`.
+absl::Status BroadcastText(Communicator& c, std::string* text, int root);
 
 // Checks shared by the implementations: sizes, dtypes, ranks.
 absl::Status CheckReduce(const TensorView& data, const char* op);

@@ -23,6 +23,9 @@ struct OpCount {
 class CountingCommunicator : public Communicator {
  public:
   explicit CountingCommunicator(Communicator& inner) : inner_(inner) {}
+  // The same, owning `inner`.
+  explicit CountingCommunicator(std::unique_ptr<Communicator> inner)
+      : owned_(std::move(inner)), inner_(*owned_) {}
 
   int rank() const override { return inner_.rank(); }
   int size() const override { return inner_.size(); }
@@ -35,6 +38,7 @@ class CountingCommunicator : public Communicator {
   absl::Status Broadcast(const TensorView& data, int root) override;
   absl::Status Send(const TensorView& data, int peer, int tag) override;
   absl::Status Recv(const TensorView& data, int peer, int tag) override;
+  absl::StatusOr<bool> Probe(int peer, int tag) override { return inner_.Probe(peer, tag); }
   absl::Status Barrier() override;
   // The new communicator is not counted.
   absl::StatusOr<std::unique_ptr<Communicator>> Split(int color, int key) override {
@@ -50,6 +54,7 @@ class CountingCommunicator : public Communicator {
   template <typename F>
   absl::Status Count(const char* op, int64_t bytes, F call);
 
+  std::unique_ptr<Communicator> owned_;  // declared before inner_, which may refer to it
   Communicator& inner_;
   std::map<std::string, OpCount> counts_;
 };

@@ -188,6 +188,14 @@ absl::Status MpiCommunicator::Recv(const TensorView& data, int peer, int tag) {
   return Wait(&r, timeout_, rank_, absl::StrCat("Recv from rank ", peer, " tag ", tag));
 }
 
+absl::StatusOr<bool> MpiCommunicator::Probe(int peer, int tag) {
+  KVFOLD_RETURN_IF_ERROR(CheckRank(peer, size_, "Probe peer"));
+  int waiting = 0;
+  KVFOLD_RETURN_IF_ERROR(Started(
+      MPI_Iprobe(peer, tag, state_->comm, &waiting, MPI_STATUS_IGNORE), rank_, "Probe"));
+  return waiting != 0;
+}
+
 absl::Status MpiCommunicator::Barrier() {
   MPI_Request r;
   KVFOLD_RETURN_IF_ERROR(Started(MPI_Ibarrier(state_->comm, &r), rank_, "Barrier"));

@@ -32,6 +32,7 @@ class MpiCommunicator : public Communicator {
   absl::Status Broadcast(const TensorView& data, int root) override;
   absl::Status Send(const TensorView& data, int peer, int tag) override;
   absl::Status Recv(const TensorView& data, int peer, int tag) override;
+  absl::StatusOr<bool> Probe(int peer, int tag) override;
   absl::Status Barrier() override;
   absl::StatusOr<std::unique_ptr<Communicator>> Split(int color, int key) override;
 

@@ -133,6 +133,14 @@ class ThreadComm : public Communicator {
     return absl::OkStatus();
   }
 
+  absl::StatusOr<bool> Probe(int peer, int tag) override {
+    KVFOLD_RETURN_IF_ERROR(CheckRank(peer, s_->size, "Probe peer"));
+    absl::MutexLock lock(&s_->mu);
+    if (!s_->failure.empty()) return absl::AbortedError(s_->failure);
+    auto it = s_->mail.find(std::make_tuple(peer, rank_, tag));
+    return it != s_->mail.end() && !it->second.empty();
+  }
+
   absl::Status Barrier() override {
     return Collective("Barrier", nullptr, [] {});
   }

@@ -26,15 +26,14 @@ fi
 BAZEL=(bazel)
 "${BAZEL[@]}" build //... >&2
 
-# The built-in default model: a checked-in tiny Llama-3-style checkpoint
-# until the trained demo model exists.
-DEFAULT_MODEL=tests/golden/llama3_f32
-
 case "${1:-}" in
   run)
+    # The main job on the built-in default: `kvfold demo` runs `kvfold run`
+    # through mpirun (2 ranks) over the bundled documents and questions
+    # (tools/demo; the model is the checked-in tiny test checkpoint until
+    # the trained built-in model exists).
     shift
-    exec bazel-bin/launch/kvfold generate --model="$DEFAULT_MODEL" \
-      --ids=1,17,42,99,7,128 --max_new_tokens=16 "$@"
+    exec bazel-bin/launch/kvfold demo "$@"
     ;;
   test)
     shift

@@ -1,0 +1,524 @@
+// kvfold run: the batch job. Every rank reads the job file; world rank 0
+// (the writer) hands jobs out to the data-parallel replicas as they ask for
+// them, answers its own share, and appends every result line to --output as
+// soon as it arrives. A replica answers up to --batch jobs together: each
+// document is prefilled and compressed once, and every question of every
+// job in the batch decodes in one dense batch.
+#include "launch/run.h"
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "cache/policies.h"
+#include "kernels/status_macros.h"
+#include "launch/commands.h"
+#include "launch/flags.h"
+#include "launch/jobs.h"
+#include "launch/progress.h"
+#include "launch/prompt.h"
+#include "launch/ranks.h"
+#include "launch/report.h"
+#include "launch/results_file.h"
+#include "models/files.h"
+#include "models/tokenizer/tokenizer.h"
+#include "runtime/engine.h"
+
+ABSL_FLAG(std::string, input, "", "run: JSONL file of jobs, one per line (README \"kvfold run\")");
+ABSL_FLAG(std::string, output, "",
+          "run: JSONL results, one line per job, appended as jobs finish; a rerun "
+          "skips the ids already there");
+ABSL_FLAG(std::string, summary, "",
+          "run: where the end-of-run summary JSON goes (default OUTPUT.summary.json)");
+ABSL_FLAG(double, progress_interval, 30,
+          "run: seconds between progress lines when stderr is not a terminal");
+ABSL_FLAG(int64_t, max_document_tokens, 0,
+          "run: a job whose document has more tokens fails (0 = no limit)");
+
+namespace kvfold {
+namespace {
+
+// Point-to-point messages between replica leaders and the writer, on the
+// results communicator (--job_timeout). A leader's messages share one tag,
+// so the writer receives them in the order they were sent (MPI orders
+// messages only within a tag): a leader's results always arrive before its
+// next request.
+constexpr int kLeaderTag = 11;  // 'R' + a result line, or 'Q' + jobs wanted
+constexpr int kAssignTag = 13;  // job indices ("" = no more), writer -> leader
+
+constexpr size_t kMaxDocumentBytes = size_t{1} << 33;
+
+// What every rank knows before the first job.
+struct Setup {
+  std::string model_dir;
+  EngineOptions options;
+  GenerateOptions generate;
+  JobsFile input;
+  ModelConfig config;
+  std::unique_ptr<Tokenizer> tokenizer;  // null: the model has none
+  std::optional<TextPrompter> prompter;  // with the tokenizer
+  int64_t max_document_tokens = 0;
+  int batch = 1;
+};
+
+bool HasText(const Job& job) { return job.document_ids().empty(); }
+
+absl::Status LoadTokenizer(Setup& s) {
+  bool needed = false;
+  for (const JobLine& j : s.input.jobs) needed |= HasText(j.job);
+  const std::string path = s.model_dir + "/tokenizer.json";
+  if (!needed && !std::filesystem::exists(path)) return absl::OkStatus();
+  absl::StatusOr<Tokenizer> t = Tokenizer::FromDirectory(s.model_dir);
+  if (!t.ok()) {
+    if (needed) {
+      return absl::Status(t.status().code(), absl::StrCat("jobs with text need the model's "
+                                                          "tokenizer: ", t.status().message()));
+    }
+    std::fprintf(stderr, "kvfold: warning: answers will have ids only: %s\n",
+                 std::string(t.status().message()).c_str());
+    return absl::OkStatus();
+  }
+  s.tokenizer = std::make_unique<Tokenizer>(std::move(*t));
+  KVFOLD_ASSIGN_OR_RETURN(TextPrompter p, TextPrompter::Create(*s.tokenizer, s.model_dir,
+                                                               absl::GetFlag(FLAGS_chat)));
+  s.prompter.emplace(std::move(p));
+  return absl::OkStatus();
+}
+
+// Flags and inputs, checked on every rank before the model is loaded.
+absl::Status Prepare(Setup& s) {
+  const std::pair<const char*, std::string> document_flags[] = {
+      {"ids", absl::GetFlag(FLAGS_ids)},
+      {"ids_file", absl::GetFlag(FLAGS_ids_file)},
+      {"text", absl::GetFlag(FLAGS_text)},
+      {"text_file", absl::GetFlag(FLAGS_text_file)},
+      {"question", absl::GetFlag(FLAGS_question)},
+      {"questions_file", absl::GetFlag(FLAGS_questions_file)},
+      {"questions", absl::GetFlag(FLAGS_questions)},
+      {"documents_file", absl::GetFlag(FLAGS_documents_file)}};
+  for (const auto& [flag, value] : document_flags) {
+    if (!value.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--", flag, ": run takes its documents and questions from --input"));
+    }
+  }
+  s.model_dir = absl::GetFlag(FLAGS_model);
+  const std::string input = absl::GetFlag(FLAGS_input), output = absl::GetFlag(FLAGS_output);
+  if (input.empty()) return absl::InvalidArgumentError("--input is required (a JSONL job file)");
+  if (output.empty()) return absl::InvalidArgumentError("--output is required (a JSONL file)");
+  std::error_code ec;
+  if (std::filesystem::equivalent(input, output, ec)) {
+    return absl::InvalidArgumentError("--output must not be the --input file");
+  }
+  s.max_document_tokens = absl::GetFlag(FLAGS_max_document_tokens);
+  if (s.max_document_tokens < 0) {
+    return absl::InvalidArgumentError("--max_document_tokens must be >= 0");
+  }
+  if (absl::GetFlag(FLAGS_progress_interval) < 0) {
+    return absl::InvalidArgumentError("--progress_interval must be >= 0");
+  }
+  KVFOLD_ASSIGN_OR_RETURN(s.options, EngineOptionsFromFlags());
+  s.batch = s.options.batch;
+  KVFOLD_ASSIGN_OR_RETURN(s.generate, GenerateOptionsFromFlags());
+  KVFOLD_ASSIGN_OR_RETURN(s.input, ReadJobs(input));
+  if (s.model_dir.empty()) return absl::InvalidArgumentError("--model is required");
+  KVFOLD_ASSIGN_OR_RETURN(s.config, ModelConfig::FromFile(s.model_dir + "/config.json"));
+  return LoadTokenizer(s);
+}
+
+// One job made ready for the engine (on every rank of its replica).
+struct ReadyJob {
+  const JobLine* job = nullptr;
+  absl::Status status;
+  Prompt prompt;
+  GenerateOptions generate;
+  CacheConfig cache;
+};
+
+ReadyJob MakeReady(const Setup& s, const JobLine& j) {
+  ReadyJob r;
+  r.job = &j;
+  r.status = [&]() -> absl::Status {
+    KVFOLD_RETURN_IF_ERROR(j.status);
+    KVFOLD_ASSIGN_OR_RETURN(r.generate, JobGenerateOptions(j.job, s.generate));
+    r.cache = JobCacheConfig(j, s.options.cache);
+    EngineOptions o = s.options;
+    o.cache = r.cache;
+    KVFOLD_RETURN_IF_ERROR(ValidateCacheOptions(o, s.config));
+    if (!HasText(j.job)) {
+      r.prompt.document.assign(j.job.document_ids().begin(), j.job.document_ids().end());
+      for (const TokenIds& q : j.job.question_ids()) {
+        r.prompt.questions.emplace_back(q.ids().begin(), q.ids().end());
+      }
+    } else {
+      if (!s.prompter) return absl::FailedPreconditionError("text needs the model's tokenizer");
+      std::string text = j.job.document(), what = "the document";
+      if (!j.job.document_file().empty()) {
+        what = j.job.document_file();
+        KVFOLD_ASSIGN_OR_RETURN(text, ReadTextFile(what, kMaxDocumentBytes));
+        if (text.empty()) return absl::InvalidArgumentError(what + ": empty document");
+      }
+      const std::vector<std::string> questions(j.job.question().begin(), j.job.question().end());
+      const std::string system =
+          j.job.has_system() ? j.job.system() : absl::GetFlag(FLAGS_system);
+      KVFOLD_ASSIGN_OR_RETURN(r.prompt, s.prompter->Build(text, questions, system, what));
+    }
+    KVFOLD_RETURN_IF_ERROR(CheckIds(r.prompt, s.config.vocab_size, s.tokenizer.get(), ""));
+    const int64_t n = static_cast<int64_t>(r.prompt.document.size());
+    if (s.max_document_tokens > 0 && n > s.max_document_tokens) {
+      return absl::OutOfRangeError(absl::StrCat("the document has ", n,
+                                                " tokens, over --max_document_tokens=",
+                                                s.max_document_tokens));
+    }
+    return absl::OkStatus();
+  }();
+  if (!r.status.ok() && j.status.ok()) {
+    r.status = absl::Status(r.status.code(), absl::StrCat(s.input.path, ":", j.line, ": job \"",
+                                                          j.id, "\": ", r.status.message()));
+  }
+  return r;
+}
+
+std::string ErrorLine(const JobLine& j, const absl::Status& status, int replica) {
+  return nlohmann::ordered_json{{"id", j.id},
+                        {"line", j.line},
+                        {"error", std::string(status.message())},
+                        {"replica", replica}}
+      .dump();
+}
+
+std::string ResultLine(const Setup& s, const ReadyJob& r, const std::vector<GenerateResult>& results,
+                       double wall, int replica) {
+  nlohmann::ordered_json answers = nlohmann::ordered_json::array();
+  int64_t tokens_out = 0;
+  double prefill = 0, decode = 0;
+  int64_t peak_bytes = 0;
+  for (size_t i = 0; i < results.size(); ++i) {
+    const GenerateResult& g = results[i];
+    nlohmann::ordered_json a;
+    if (!r.prompt.questions.empty()) {
+      a["question"] = HasText(r.job->job) ? nlohmann::ordered_json(r.job->job.question(int(i)))
+                                          : nlohmann::ordered_json(i);
+    }
+    if (s.tokenizer) a["text"] = s.tokenizer->Decode(g.tokens, /*skip_special_tokens=*/true);
+    a["ids"] = g.tokens;
+    a["new_tokens"] = g.tokens.size();
+    a["stopped_at_eos"] = g.stopped_at_eos;
+    a["prefill_seconds"] = g.prefill_seconds;
+    a["decode_seconds"] = g.decode_seconds;
+    answers.push_back(std::move(a));
+    tokens_out += static_cast<int64_t>(g.tokens.size());
+    prefill = std::max(prefill, g.prefill_seconds);
+    decode += g.decode_seconds;
+    peak_bytes = std::max(peak_bytes, g.cache.bytes);
+  }
+  int64_t question_tokens = 0;
+  std::vector<int64_t> per_question;
+  for (const std::vector<int32_t>& q : r.prompt.questions) {
+    per_question.push_back(static_cast<int64_t>(q.size()));
+    question_tokens += per_question.back();
+  }
+  const int64_t document_tokens = static_cast<int64_t>(r.prompt.document.size());
+  // The document's cache, after its prefill and compression.
+  const CacheStats& doc = results.front().document_cache;
+  const nlohmann::ordered_json cache = {{"policy", PolicyName(r.cache)},
+                                        {"tokens_seen", doc.tokens_seen},
+                                        {"slots_held", doc.slots_held},
+                                        {"compression_ratio", doc.compression_ratio},
+                                        {"bytes", doc.bytes},
+                                        {"peak_bytes", peak_bytes}};
+  const int64_t tokens_in = document_tokens + question_tokens;
+  return nlohmann::ordered_json{
+      {"id", r.job->id},
+      {"answers", std::move(answers)},
+      {"document_tokens", document_tokens},
+      {"question_tokens", per_question},
+      {"tokens_in", tokens_in},
+      {"tokens_out", tokens_out},
+      {"cache", std::move(cache)},
+      {"timings",
+       {{"prefill_seconds", prefill},
+        {"decode_seconds", decode},
+        {"wall_seconds", wall},
+        {"tokens_per_s", wall > 0 ? (tokens_in + tokens_out) / wall : 0.0},
+        {"decode_tokens_per_s", decode > 0 ? tokens_out / decode : 0.0}}},
+      {"replica", replica}}
+      .dump();
+}
+
+// World rank 0: the job queue, the output file and the progress display.
+class Writer {
+ public:
+  Writer(Ranks& ranks, ResultsFile file, std::deque<int> pending, Progress progress)
+      : ranks_(ranks), file_(std::move(file)), pending_(std::move(pending)),
+        progress_(std::move(progress)) {
+    for (int d = 1; d < ranks.dp_size(); ++d) active_.push_back(ranks.ReplicaLeader(d));
+  }
+
+  Progress& progress() { return progress_; }
+  bool others_active() const { return !active_.empty(); }
+
+  std::vector<int> Take(int n) {
+    std::vector<int> jobs;
+    while (!pending_.empty() && int(jobs.size()) < n) {
+      jobs.push_back(pending_.front());
+      pending_.pop_front();
+    }
+    return jobs;
+  }
+
+  void Write(const std::string& line) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    Check(file_.Append(j["id"].get<std::string>(), line));
+    progress_.Finished(j);
+  }
+
+  // Serves the other replicas: writes the results they sent and answers
+  // their requests for jobs. Cheap when nothing waits; called between jobs,
+  // after every prefill chunk and every decode step.
+  void Service() {
+    Communicator& c = ranks_.results();
+    for (auto it = active_.begin(); it != active_.end();) {
+      const int leader = *it;
+      bool finished = false;
+      while (!finished && Waiting(c.Probe(leader, kLeaderTag))) {
+        const std::string message = Checked(RecvText(c, leader, kLeaderTag));
+        if (!message.empty() && message[0] == 'R') {
+          Write(message.substr(1));
+          continue;
+        }
+        int want = 1;
+        (void)absl::SimpleAtoi(message.substr(1), &want);
+        const std::vector<int> jobs = Take(want);
+        Check(SendText(c, absl::StrJoin(jobs, ","), leader, kAssignTag));
+        finished = jobs.empty();
+      }
+      it = finished ? active_.erase(it) : std::next(it);
+    }
+    progress_.Tick();
+  }
+
+ private:
+  // A failure here (the output became unwritable, a rank died) ends the
+  // run; every line already written stays.
+  void Check(const absl::Status& s) {
+    if (!s.ok()) {
+      progress_.Close();
+      ranks_.Fail(std::string(s.message()), 1);
+    }
+  }
+  template <typename T>
+  T Checked(absl::StatusOr<T> v) {
+    Check(v.status());
+    return *std::move(v);
+  }
+  bool Waiting(absl::StatusOr<bool> v) { return Checked(std::move(v)); }
+
+  Ranks& ranks_;
+  ResultsFile file_;
+  std::deque<int> pending_;
+  Progress progress_;
+  std::vector<int> active_;  // leaders of replicas still working
+};
+
+// Answers `indices` on every rank of this replica; the result lines.
+std::vector<std::string> Answer(const Setup& s, Engine& engine, int replica,
+                                const std::vector<int>& indices, Writer* writer) {
+  std::vector<ReadyJob> ready;
+  ready.reserve(indices.size());
+  for (int i : indices) ready.push_back(MakeReady(s, s.input.jobs[i]));
+  std::vector<AnswerRequest> requests;
+  std::vector<size_t> slot(ready.size(), 0);
+  for (size_t k = 0; k < ready.size(); ++k) {
+    if (!ready[k].status.ok()) continue;
+    slot[k] = requests.size();
+    AnswerRequest& q = requests.emplace_back();
+    q.document = ready[k].prompt.document;
+    q.questions = ready[k].prompt.questions;
+    q.options = ready[k].generate;
+    q.cache = &ready[k].cache;
+    if (writer != nullptr) {
+      const std::string id = ready[k].job->id;
+      q.options.on_prefill = [writer, id](int64_t done, int64_t total) {
+        writer->progress().Prefill(id, done, total);
+        writer->Service();
+      };
+      q.options.on_token = [writer](size_t, int32_t) { writer->Service(); };
+    }
+  }
+  const Clock::time_point start = Clock::now();
+  std::vector<absl::StatusOr<std::vector<GenerateResult>>> results;
+  if (!requests.empty()) results = engine.AnswerBatch(requests);
+  const double wall = Since(start);
+  std::vector<std::string> lines;
+  for (size_t k = 0; k < ready.size(); ++k) {
+    const JobLine& j = *ready[k].job;
+    if (!ready[k].status.ok()) {
+      lines.push_back(ErrorLine(j, ready[k].status, replica));
+      continue;
+    }
+    const absl::StatusOr<std::vector<GenerateResult>>& r = results[slot[k]];
+    if (!r.ok()) {
+      lines.push_back(ErrorLine(
+          j,
+          absl::Status(r.status().code(), absl::StrCat(s.input.path, ":", j.line, ": job \"",
+                                                       j.id, "\": ", r.status().message())),
+          replica));
+    } else {
+      lines.push_back(ResultLine(s, ready[k], *r, wall, replica));
+    }
+  }
+  return lines;
+}
+
+std::vector<int> ParseIndices(const std::string& text) {
+  std::vector<int> v;
+  for (absl::string_view item : absl::StrSplit(text, ',', absl::SkipEmpty())) {
+    int i = 0;
+    if (absl::SimpleAtoi(item, &i)) v.push_back(i);
+  }
+  return v;
+}
+
+int64_t PeakRssBytes() {
+  struct rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  return int64_t(u.ru_maxrss) * 1024;  // KiB on Linux
+}
+
+absl::Status WriteSummary(const std::string& path, const nlohmann::json& summary) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::trunc);
+    f << summary.dump(2) << "\n";
+    if (!f.good()) return absl::PermissionDeniedError(absl::StrCat(tmp, ": cannot write"));
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat(path, ": ", ec.message()));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status RunRun(Ranks& ranks) {
+  Setup s;
+  std::optional<ResultsFile> file;
+  std::vector<std::string> warnings;
+  absl::Status prepared = Prepare(s);
+  if (prepared.ok() && ranks.writer()) {
+    absl::StatusOr<ResultsFile> f = ResultsFile::Open(absl::GetFlag(FLAGS_output), &warnings);
+    if (f.ok()) {
+      file.emplace(*std::move(f));
+    } else {
+      prepared = f.status();
+    }
+  }
+  KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model,
+                          StartModel(ranks, prepared, s.options, {}, s.tokenizer.get()));
+  Engine engine(*model, s.options);
+  std::unique_ptr<Writer> writer;
+  if (ranks.writer()) {
+    warnings.insert(warnings.begin(), s.input.warnings.begin(), s.input.warnings.end());
+    std::deque<int> pending;
+    for (size_t i = 0; i < s.input.jobs.size(); ++i) {
+      const JobLine& j = s.input.jobs[i];
+      if (file->done().count(j.id)) continue;
+      pending.push_back(int(i));
+      if (!j.status.ok()) warnings.push_back(absl::StrCat(j.status.message(), " (will fail)"));
+    }
+    for (const std::string& w : warnings) std::fprintf(stderr, "kvfold: warning: %s\n", w.c_str());
+    const int64_t total = int64_t(s.input.jobs.size());
+    std::fprintf(stderr, "kvfold: run: %lld jobs, %lld to do (%lld already in %s), %d replica%s\n",
+                 (long long)total, (long long)pending.size(),
+                 (long long)(total - int64_t(pending.size())), file->path().c_str(),
+                 ranks.dp_size(), ranks.dp_size() == 1 ? "" : "s");
+    Progress progress(total, total - int64_t(pending.size()), stderr, isatty(STDERR_FILENO),
+                      absl::GetFlag(FLAGS_progress_interval));
+    writer = std::make_unique<Writer>(ranks, *std::move(file), std::move(pending),
+                                      std::move(progress));
+  }
+  // Each round: the replica's leader gets up to --batch jobs (from the
+  // writer's queue), shares them with its TP group, and all answer them.
+  for (;;) {
+    std::string assigned;
+    if (ranks.writer()) {
+      writer->Service();
+      assigned = absl::StrJoin(writer->Take(s.batch), ",");
+    } else if (ranks.replica_leader()) {
+      KVFOLD_RETURN_IF_ERROR(
+          SendText(ranks.results(), absl::StrCat("Q", s.batch), 0, kLeaderTag));
+      KVFOLD_ASSIGN_OR_RETURN(assigned, RecvText(ranks.results(), 0, kAssignTag));
+    }
+    KVFOLD_RETURN_IF_ERROR(ranks.ShareWithReplica(&assigned));
+    const std::vector<int> jobs = ParseIndices(assigned);
+    if (jobs.empty()) break;
+    for (const std::string& line : Answer(s, engine, ranks.dp_rank(), jobs, writer.get())) {
+      if (ranks.writer()) {
+        writer->Write(line);
+      } else if (ranks.replica_leader()) {
+        KVFOLD_RETURN_IF_ERROR(SendText(ranks.results(), "R" + line, 0, kLeaderTag));
+      }
+    }
+  }
+  if (writer) {
+    while (writer->others_active()) {
+      writer->Service();
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  }
+  // Every rank's accounting, for the summary.
+  const nlohmann::json mine = {{"rank", ranks.rank()},
+                               {"peak_rss_bytes", PeakRssBytes()},
+                               {"bytes_exchanged", ranks.BytesExchanged()}};
+  KVFOLD_ASSIGN_OR_RETURN(std::vector<std::string> all, AllGatherText(ranks.results(), mine.dump()));
+  if (!writer) return absl::OkStatus();
+  writer->progress().Close();
+  nlohmann::json summary = writer->progress().Totals();
+  int64_t exchanged = 0, peak = 0;
+  nlohmann::json per_rank = nlohmann::json::array();
+  for (const std::string& text : all) {
+    nlohmann::json r = nlohmann::json::parse(text);
+    exchanged += r["bytes_exchanged"].get<int64_t>();
+    peak = std::max(peak, r["peak_rss_bytes"].get<int64_t>());
+    per_rank.push_back(std::move(r));
+  }
+  const Mesh* mesh = &ranks.mesh();
+  summary.update({{"input", s.input.path},
+                  {"output", absl::GetFlag(FLAGS_output)},
+                  {"model", s.model_dir},
+                  {"cache_policy", PolicyName(s.options.cache)},
+                  {"cache_slots", s.options.cache.slots()},
+                  {"batch", s.batch},
+                  {"mesh",
+                   {{"world", ranks.size()},
+                    {"tp", mesh->tp_size()},
+                    {"sp", mesh->sp_size()},
+                    {"dp", mesh->dp_size()}}},
+                  {"ranks", per_rank},
+                  {"peak_rss_bytes_max", peak},
+                  {"bytes_exchanged", exchanged}});
+  std::string path = absl::GetFlag(FLAGS_summary);
+  if (path.empty()) path = absl::GetFlag(FLAGS_output) + ".summary.json";
+  std::fputs(writer->progress().Table(summary).c_str(), stderr);
+  std::fprintf(stderr, "kvfold: results in %s, summary in %s\n",
+               absl::GetFlag(FLAGS_output).c_str(), path.c_str());
+  return WriteSummary(path, summary);
+}
+
+}  // namespace kvfold
