@@ -1,8 +1,9 @@
 #include "models/llama.h"
 
-
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
@@ -79,7 +80,7 @@ absl::Status Linear(const Stream& s, const float* x, int64_t n,
 
 absl::Status LlamaModel::Attention(const Stream& s, int layer,
                                    const int32_t* positions, int64_t n,
-                                   KvCache& cache,
+                                   absl::Span<const CacheRows> runs,
                                    ForwardScratch& sc) const {
   const ModelConfig& c = config_;
   const LlamaLayerWeights& l = w_.layers[layer];
@@ -87,10 +88,13 @@ absl::Status LlamaModel::Attention(const Stream& s, int layer,
   KVFOLD_RETURN_IF_ERROR(Linear(s, xn, n, l.wq, l.bq, sc.q.as<float>()));
   KVFOLD_RETURN_IF_ERROR(Linear(s, xn, n, l.wk, l.bk, sc.k.as<float>()));
   KVFOLD_RETURN_IF_ERROR(Linear(s, xn, n, l.wv, l.bv, sc.v.as<float>()));
-  // Rotation uses the cache's positions (they differ from the absolute ones
+  // Rotation uses each cache's positions (they differ from the absolute ones
   // only under StreamingLLM re-indexing); the cache records absolute ones.
   sc.rope_positions.resize(n);
-  cache.RopePositions(layer, positions, n, sc.rope_positions.data());
+  for (const CacheRows& run : runs) {
+    run.cache->RopePositions(layer, positions + run.begin, run.n,
+                             sc.rope_positions.data() + run.begin);
+  }
   const int32_t* rope = sc.rope_positions.data();
   const float* inv_freq = inv_freq_.data();
   if (s.device.kind != Device::Kind::kCpu) {
@@ -109,14 +113,29 @@ absl::Status LlamaModel::Attention(const Stream& s, int layer,
                                    slice_.q_heads, c.head_dim));
   KVFOLD_RETURN_IF_ERROR(ApplyRope(s, sc.k.as<float>(), rope, inv_freq, n,
                                    slice_.kv_heads, c.head_dim));
-  KVFOLD_RETURN_IF_ERROR(cache.Append(layer, sc.k.as<float>(), sc.v.as<float>(),
-                                      positions, n));
+  for (const CacheRows& run : runs) {
+    KVFOLD_RETURN_IF_ERROR(AttendRun(s, layer, positions, run, sc));
+  }
+  // x += attn . Wo^T (+ bo)
+  return AddRowParallel(s, sc.attn.as<float>(), n, l.wo, l.bo, sc);
+}
+
+absl::Status LlamaModel::AttendRun(const Stream& s, int layer,
+                                   const int32_t* positions, const CacheRows& run,
+                                   ForwardScratch& sc) const {
+  const ModelConfig& c = config_;
+  const int64_t n = run.n;
+  const int64_t q_dim = slice_.q_heads * c.head_dim, kv_dim = slice_.kv_heads * c.head_dim;
+  KvCache& cache = *run.cache;
+  KVFOLD_RETURN_IF_ERROR(cache.Append(layer, sc.k.as<float>() + run.begin * kv_dim,
+                                      sc.v.as<float>() + run.begin * kv_dim,
+                                      positions + run.begin, n));
   const LayerView view = cache.View(layer);
   AttentionArgs a;
-  a.q = sc.q.as<float>();
+  a.q = sc.q.as<float>() + run.begin * q_dim;
   a.k = view.keys;
   a.v = view.values;
-  a.out = sc.attn.as<float>();
+  a.out = sc.attn.as<float>() + run.begin * q_dim;
   const int64_t summed = cache.ColumnSumQueries(n);
   if (summed > 0) {
     KVFOLD_RETURN_IF_ERROR(
@@ -136,10 +155,7 @@ absl::Status LlamaModel::Attention(const Stream& s, int layer,
   if (a.col_sums != nullptr && slice_.kv_replication > 1) {
     KVFOLD_RETURN_IF_ERROR(ShareColumnSums(s, view.length, sc));
   }
-  KVFOLD_RETURN_IF_ERROR(
-      cache.AfterAttention(layer, {a.col_sums, nullptr, n}));
-  // x += attn . Wo^T (+ bo)
-  return AddRowParallel(s, sc.attn.as<float>(), n, l.wo, l.bo, sc);
+  return cache.AfterAttention(layer, {a.col_sums, nullptr, n});
 }
 
 absl::StatusOr<TpTraffic> PlanTpTraffic(const ModelConfig& c, int tp, int64_t tokens,
@@ -269,6 +285,38 @@ absl::Status LlamaModel::Forward(const Stream& s,
                                  absl::Span<const int32_t> positions,
                                  LogitsFor which, KvCache& cache,
                                  ForwardScratch& sc, float* logits) const {
+  const CacheRows run{&cache, 0, static_cast<int64_t>(tokens.size())};
+  return Run(s, tokens, positions, {&run, 1}, which, sc, logits);
+}
+
+absl::Status LlamaModel::ForwardDecodeBatch(const Stream& s,
+                                            absl::Span<const int32_t> tokens,
+                                            absl::Span<const int32_t> positions,
+                                            absl::Span<KvCache* const> caches,
+                                            ForwardScratch& sc, float* logits) const {
+  if (caches.size() != tokens.size()) {
+    return absl::InvalidArgumentError("forward: tokens and caches differ in number");
+  }
+  std::vector<CacheRows> runs(caches.size());
+  for (size_t b = 0; b < caches.size(); ++b) {
+    if (caches[b] == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("forward: cache ", b, " is null"));
+    }
+    runs[b] = {caches[b], int64_t(b), 1};
+  }
+  // Two rows in one cache would each attend without the other's key.
+  std::vector<KvCache*> sorted(caches.begin(), caches.end());
+  std::sort(sorted.begin(), sorted.end());
+  if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end()) {
+    return absl::InvalidArgumentError("forward: a cache appears twice in one batch");
+  }
+  return Run(s, tokens, positions, runs, LogitsFor::kLast, sc, logits);
+}
+
+absl::Status LlamaModel::Run(const Stream& s, absl::Span<const int32_t> tokens,
+                             absl::Span<const int32_t> positions,
+                             absl::Span<const CacheRows> runs, LogitsFor which,
+                             ForwardScratch& sc, float* logits) const {
   const ModelConfig& c = config_;
   const int64_t n = static_cast<int64_t>(tokens.size());
   if (n == 0) return absl::InvalidArgumentError("forward: no tokens");
@@ -309,7 +357,7 @@ absl::Status LlamaModel::Forward(const Stream& s,
     const LlamaLayerWeights& l = w_.layers[layer];
     KVFOLD_RETURN_IF_ERROR(
         RmsNorm(s, x, l.attn_norm.as<float>(), c.rms_norm_eps, xn, n, h));
-    KVFOLD_RETURN_IF_ERROR(Attention(s, layer, positions.data(), n, cache, sc));
+    KVFOLD_RETURN_IF_ERROR(Attention(s, layer, positions.data(), n, runs, sc));
     KVFOLD_RETURN_IF_ERROR(
         RmsNorm(s, x, l.mlp_norm.as<float>(), c.rms_norm_eps, xn, n, h));
     KVFOLD_RETURN_IF_ERROR(Linear(s, xn, n, l.w_gate, Tensor(), sc.gate.as<float>()));
@@ -320,7 +368,7 @@ absl::Status LlamaModel::Forward(const Stream& s,
   }
   if (which == LogitsFor::kNone) return absl::OkStatus();
   // Only the rows whose logits are wanted go through the final norm and head.
-  const int64_t first = (which == LogitsFor::kLast) ? n - 1 : 0;
+  const int64_t first = (which == LogitsFor::kLast) ? n - int64_t(runs.size()) : 0;
   const int64_t rows = n - first;
   KVFOLD_RETURN_IF_ERROR(RmsNorm(s, x + first * h, w_.final_norm.as<float>(),
                                  c.rms_norm_eps, xn, rows, h));

@@ -144,6 +144,16 @@ class LlamaModel {
                        KvCache& cache, ForwardScratch& scratch,
                        float* logits) const;
 
+  // One decode step of B sequences together: tokens[b] at positions[b] goes
+  // to caches[b] (B distinct caches), exactly as Forward of that one token
+  // would, but the matrices run over all B rows at once (one GEMM per
+  // weight instead of B GEMVs). Writes logits [B, vocab] to host memory.
+  // Tensor parallelism as in Forward.
+  absl::Status ForwardDecodeBatch(const Stream& s, absl::Span<const int32_t> tokens,
+                                  absl::Span<const int32_t> positions,
+                                  absl::Span<KvCache* const> caches,
+                                  ForwardScratch& scratch, float* logits) const;
+
  private:
   LlamaModel(ModelConfig config, LlamaWeights weights, LoadOptions options,
              TpSlice slice);
@@ -152,9 +162,27 @@ class LlamaModel {
       ModelConfig config, WeightSource& src, const LoadOptions& options);
   // Copies what the forward pass reads besides the weights to the device.
   absl::Status PlaceTables();
+  // Rows [begin, begin + n) of a forward call: one sequence's tokens and the
+  // cache they go to.
+  struct CacheRows {
+    KvCache* cache = nullptr;
+    int64_t begin = 0, n = 0;
+  };
+  // The forward pass of Forward and ForwardDecodeBatch: every row through
+  // the matrices together, each run of rows through its own cache. kLast
+  // gives the logits of each run's last row; those rows must be contiguous
+  // (one run, or runs of one row each).
+  absl::Status Run(const Stream& s, absl::Span<const int32_t> tokens,
+                   absl::Span<const int32_t> positions,
+                   absl::Span<const CacheRows> runs, LogitsFor which,
+                   ForwardScratch& scratch, float* logits) const;
   absl::Status Attention(const Stream& s, int layer, const int32_t* positions,
-                         int64_t n, KvCache& cache,
+                         int64_t n, absl::Span<const CacheRows> runs,
                          ForwardScratch& scratch) const;
+  // Appends one run's keys/values to its cache and attends its queries over
+  // that cache (sc.q, sc.k, sc.v rotated; writes its rows of sc.attn).
+  absl::Status AttendRun(const Stream& s, int layer, const int32_t* positions,
+                         const CacheRows& run, ForwardScratch& scratch) const;
   // sc.x[n, hidden] += in . w^T (+ bias): a row-parallel projection (o,
   // down), whose per-rank partial outputs are summed over the TP group.
   absl::Status AddRowParallel(const Stream& s, const float* in, int64_t n,

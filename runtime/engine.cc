@@ -64,6 +64,10 @@ absl::Status ValidateEngineOptions(const EngineOptions& options) {
     return absl::InvalidArgumentError(absl::StrCat(
         "threads must be in [0, ", kMaxThreads, "], got ", options.threads));
   }
+  if (options.batch < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("batch must be >= 1, got ", options.batch));
+  }
   return absl::OkStatus();
 }
 
@@ -93,15 +97,21 @@ absl::Status ValidateGenerateOptions(const GenerateOptions& options) {
 }
 
 absl::StatusOr<std::unique_ptr<KvCache>> Engine::NewCache() const {
+  return NewCache(options_.cache);
+}
+
+absl::StatusOr<std::unique_ptr<KvCache>> Engine::NewCache(
+    const CacheConfig& config) const {
   KVFOLD_RETURN_IF_ERROR(status_);
   KVFOLD_RETURN_IF_ERROR(ValidateEngineOptions(options_));
-  return MakeCache(options_.cache, model_.cache_shape(stream_),
-                   options_.prefill_chunk, Learned(options_));
+  return MakeCache(config, model_.cache_shape(stream_), options_.prefill_chunk,
+                   Learned(options_));
 }
 
 absl::Status Engine::Prefill(absl::Span<const int32_t> tokens,
                              LogitsFor which, KvCache& cache,
-                             std::vector<float>* logits) {
+                             std::vector<float>* logits,
+                             const std::function<void(int64_t, int64_t)>& on_chunk) {
   KVFOLD_RETURN_IF_ERROR(ValidateEngineOptions(options_));
   const int64_t n = static_cast<int64_t>(tokens.size());
   const ModelConfig& c = model_.config();
@@ -130,6 +140,7 @@ absl::Status Engine::Prefill(absl::Span<const int32_t> tokens,
     KVFOLD_RETURN_IF_ERROR(model_.Forward(stream_, tokens.subspan(begin, len),
                                           positions, chunk_which, cache,
                                           scratch_, out));
+    if (on_chunk) on_chunk(begin + len, n);
   }
   return absl::OkStatus();
 }
@@ -144,36 +155,28 @@ absl::Status Engine::PrefillQuestion(absl::Span<const int32_t> question,
 
 absl::Status Engine::Decode(int32_t token, KvCache& cache,
                             std::vector<float>* logits) {
-  const int32_t pos = static_cast<int32_t>(cache.tokens_seen());
-  KVFOLD_RETURN_IF_ERROR(CheckWindow(pos + 1));
-  cache.SetPhase(CachePhase::kDecode);
-  logits->resize(model_.config().vocab_size);
-  return model_.Forward(stream_, {&token, 1}, {&pos, 1}, LogitsFor::kLast,
-                        cache, scratch_, logits->data());
+  KvCache* const caches[] = {&cache};
+  return DecodeBatch({&token, 1}, caches, logits);
 }
 
-absl::Status Engine::DecodeLoop(size_t answer, KvCache& cache, std::vector<float>& logits,
-                                const GenerateOptions& options,
-                                GenerateResult* result) {
-  const ModelConfig& c = model_.config();
-  const auto t0 = std::chrono::steady_clock::now();
-  std::mt19937_64 rng(options.seed);
-  for (int64_t step = 0; step < options.max_new_tokens; ++step) {
-    const int32_t next = Sample(logits.data(), c.vocab_size, options.sampling, rng);
-    result->tokens.push_back(next);
-    if (options.on_token) options.on_token(answer, next);
-    if (options.stop_at_eos &&
-        std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), next) !=
-            c.eos_token_ids.end()) {
-      result->stopped_at_eos = true;
-      break;
-    }
-    if (step + 1 == options.max_new_tokens) break;  // no forward for unused logits
-    KVFOLD_RETURN_IF_ERROR(Decode(next, cache, &logits));
+absl::Status Engine::DecodeBatch(absl::Span<const int32_t> tokens,
+                                 absl::Span<KvCache* const> caches,
+                                 std::vector<float>* logits) {
+  if (caches.size() != tokens.size()) {
+    return absl::InvalidArgumentError("decode: tokens and caches differ in number");
   }
-  result->decode_seconds = Seconds(t0);
-  result->cache = cache.Stats();
-  return absl::OkStatus();
+  std::vector<int32_t> positions(tokens.size());
+  for (size_t b = 0; b < tokens.size(); ++b) {
+    if (caches[b] == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("decode: cache ", b, " is null"));
+    }
+    positions[b] = static_cast<int32_t>(caches[b]->tokens_seen());
+    KVFOLD_RETURN_IF_ERROR(CheckWindow(positions[b] + 1));
+  }
+  for (KvCache* cache : caches) cache->SetPhase(CachePhase::kDecode);
+  logits->resize(tokens.size() * model_.config().vocab_size);
+  return model_.ForwardDecodeBatch(stream_, tokens, positions, caches, scratch_,
+                                   logits->data());
 }
 
 absl::StatusOr<GenerateResult> Engine::Generate(
@@ -187,64 +190,232 @@ absl::StatusOr<std::vector<GenerateResult>> Engine::Answer(
     absl::Span<const int32_t> document,
     const std::vector<std::vector<int32_t>>& questions,
     const GenerateOptions& options) {
-  KVFOLD_RETURN_IF_ERROR(ValidateGenerateOptions(options));
-  if (document.empty()) return absl::InvalidArgumentError("empty prompt");
-  for (size_t i = 0; i < questions.size(); ++i) {
-    if (questions[i].empty()) {
+  const AnswerRequest request{document, questions, options, nullptr};
+  return std::move(AnswerBatch({&request, 1})[0]);
+}
+
+struct Engine::RequestState {
+  const AnswerRequest* request = nullptr;
+  const CacheConfig* config = nullptr;  // the request's or the engine's
+  absl::Status status;                  // its first error: it stops there
+  std::vector<GenerateResult> results;  // one per answer, filled as they end
+  // Question-agnostic (or no questions): the prefilled document, shared by
+  // the questions until the last one has started.
+  std::unique_ptr<KvCache> document;
+  std::vector<float> document_logits;  // [vocab] after the document
+  CacheStats document_stats;
+  double document_seconds = 0;
+};
+
+struct Engine::AnswerStream {
+  RequestState* request = nullptr;
+  size_t answer = 0;  // the question's index
+  std::unique_ptr<KvCache> cache;
+  std::vector<float> logits;  // [vocab] after its prefill: its first token's
+  std::mt19937_64 rng;        // seeded as every answer is, so batching
+                              // does not change what is sampled
+  GenerateResult result;
+};
+
+absl::Status Engine::StartAnswer(RequestState& rs, AnswerStream& st) {
+  const AnswerRequest& r = *rs.request;
+  const int64_t n = static_cast<int64_t>(r.document.size());
+  const bool aware = rs.config->question_aware();
+  auto progress = [&r, n](int64_t done, int64_t) {
+    if (r.options.on_prefill) r.options.on_prefill(done, n);
+  };
+  GenerateResult& res = st.result;
+  st.rng.seed(r.options.seed);
+  if (r.questions.empty() || !aware) {
+    if (rs.document == nullptr) {  // the request's first answer
+      KVFOLD_ASSIGN_OR_RETURN(rs.document, NewCache(*rs.config));
+      const auto t0 = std::chrono::steady_clock::now();
+      KVFOLD_RETURN_IF_ERROR(Prefill(r.document, LogitsFor::kLast, *rs.document,
+                                     &rs.document_logits, progress));
+      rs.document_seconds = Seconds(t0);
+      rs.document_stats = rs.document->Stats();
+    }
+    res.document_cache = rs.document_stats;
+  }
+  if (r.questions.empty()) {
+    res.prompt_tokens = n;
+    res.prefill_seconds = rs.document_seconds;
+    st.cache = std::move(rs.document);
+    st.logits = std::move(rs.document_logits);
+    return absl::OkStatus();
+  }
+  const std::vector<int32_t>& question = r.questions[st.answer];
+  const int64_t q = static_cast<int64_t>(question.size());
+  res.prompt_tokens = n + q;
+  const auto t0 = std::chrono::steady_clock::now();
+  if (aware) {
+    // The question joins the document's last chunk, so that chunk is
+    // compressed once, with the question's queries voting.
+    KVFOLD_ASSIGN_OR_RETURN(st.cache, NewCache(*rs.config));
+    const int64_t tail = std::min(n, std::max<int64_t>(0, options_.prefill_chunk - q));
+    if (n > tail) {
+      KVFOLD_RETURN_IF_ERROR(Prefill(r.document.subspan(0, n - tail), LogitsFor::kNone,
+                                     *st.cache, nullptr, progress));
+    }
+    res.document_cache = st.cache->Stats();
+    std::vector<int32_t> last(r.document.end() - tail, r.document.end());
+    last.insert(last.end(), question.begin(), question.end());
+    st.cache->SetPhase(CachePhase::kPrefill);
+    KVFOLD_RETURN_IF_ERROR(Prefill(last, LogitsFor::kLast, *st.cache, &st.logits));
+    progress(n, n);
+  } else {
+    st.cache = rs.document->Clone();
+    st.cache->SetPhase(CachePhase::kAppend);
+    KVFOLD_RETURN_IF_ERROR(Prefill(question, LogitsFor::kLast, *st.cache, &st.logits));
+    if (st.answer + 1 == r.questions.size()) {  // every question has its copy
+      rs.document.reset();
+      rs.document_logits = {};
+    }
+  }
+  res.prefill_seconds = Seconds(t0) + rs.document_seconds;
+  return absl::OkStatus();
+}
+
+bool Engine::NextToken(AnswerStream& st, const float* logits) const {
+  const GenerateOptions& o = st.request->request->options;
+  const ModelConfig& c = model_.config();
+  std::vector<int32_t>& tokens = st.result.tokens;
+  if (static_cast<int64_t>(tokens.size()) >= o.max_new_tokens) return false;
+  if (o.on_logits) o.on_logits(st.answer, {logits, size_t(c.vocab_size)});
+  const int32_t next = Sample(logits, c.vocab_size, o.sampling, st.rng);
+  tokens.push_back(next);
+  if (o.on_token) o.on_token(st.answer, next);
+  if (o.stop_at_eos && std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(),
+                                 next) != c.eos_token_ids.end()) {
+    st.result.stopped_at_eos = true;
+    return false;
+  }
+  // No step for logits nobody will sample from.
+  return static_cast<int64_t>(tokens.size()) < o.max_new_tokens;
+}
+
+namespace {
+
+// What can be refused before any work.
+absl::Status CheckRequest(const AnswerRequest& r) {
+  KVFOLD_RETURN_IF_ERROR(ValidateGenerateOptions(r.options));
+  if (r.document.empty()) return absl::InvalidArgumentError("empty prompt");
+  for (size_t i = 0; i < r.questions.size(); ++i) {
+    if (r.questions[i].empty()) {
       return absl::InvalidArgumentError(absl::StrCat("question ", i, " is empty"));
     }
   }
-  const bool aware = options_.cache.question_aware();
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::vector<absl::StatusOr<std::vector<GenerateResult>>> Engine::AnswerBatch(
+    absl::Span<const AnswerRequest> requests) {
+  absl::Status engine_status = status_;
+  if (engine_status.ok()) engine_status = ValidateEngineOptions(options_);
+  std::vector<RequestState> states(requests.size());
+  // Every answer stream, in order: (request, answer).
+  std::vector<std::pair<size_t, size_t>> waiting;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    RequestState& rs = states[i];
+    rs.request = &requests[i];
+    rs.config = requests[i].cache != nullptr ? requests[i].cache : &options_.cache;
+    rs.status = engine_status.ok() ? CheckRequest(requests[i]) : engine_status;
+    if (!rs.status.ok()) continue;
+    rs.results.resize(std::max<size_t>(1, requests[i].questions.size()));
+    for (size_t a = 0; a < rs.results.size(); ++a) waiting.emplace_back(i, a);
+  }
+  const size_t batch = std::max(1, options_.batch);
+  std::vector<std::unique_ptr<AnswerStream>> rows;  // the batch, dense
+  auto fail = [](RequestState& rs, const absl::Status& status) {
+    if (rs.status.ok()) rs.status = status;
+    rs.document.reset();
+  };
+  auto finish = [](AnswerStream& st) {
+    st.result.cache = st.cache->Stats();
+    st.request->results[st.answer] = std::move(st.result);
+  };
+  // Rows of failed requests leave; returns whether any did.
+  auto drop_failed = [&rows] {
+    const size_t before = rows.size();
+    rows.erase(std::remove_if(rows.begin(), rows.end(),
+                              [](const auto& st) { return !st->request->status.ok(); }),
+               rows.end());
+    return rows.size() != before;
+  };
+  size_t next = 0;
+  std::vector<int32_t> tokens;
+  std::vector<KvCache*> caches;
   std::vector<float> logits;
-  // Question-agnostic: the document once, shared by every question.
-  std::unique_ptr<KvCache> doc_cache;
-  double doc_seconds = 0;
-  if (!aware || questions.empty()) {
-    KVFOLD_ASSIGN_OR_RETURN(doc_cache, NewCache());
-    const auto t0 = std::chrono::steady_clock::now();
-    KVFOLD_RETURN_IF_ERROR(Prefill(document, LogitsFor::kLast, *doc_cache, &logits));
-    doc_seconds = Seconds(t0);
-  }
-  std::vector<GenerateResult> results;
-  if (questions.empty()) {
-    GenerateResult r;
-    r.prompt_tokens = static_cast<int64_t>(document.size());
-    r.prefill_seconds = doc_seconds;
-    r.document_cache = doc_cache->Stats();
-    KVFOLD_RETURN_IF_ERROR(DecodeLoop(results.size(), *doc_cache, logits, options, &r));
-    results.push_back(std::move(r));
-    return results;
-  }
-  for (const std::vector<int32_t>& question : questions) {
-    GenerateResult r;
-    r.prompt_tokens = static_cast<int64_t>(document.size() + question.size());
-    std::unique_ptr<KvCache> cache;
-    auto t0 = std::chrono::steady_clock::now();
-    if (aware) {
-      // The question joins the document's last chunk, so that chunk is
-      // compressed once, with the question's queries voting.
-      KVFOLD_ASSIGN_OR_RETURN(cache, NewCache());
-      const int64_t n = static_cast<int64_t>(document.size());
-      const int64_t q = static_cast<int64_t>(question.size());
-      const int64_t tail = std::min(n, std::max<int64_t>(0, options_.prefill_chunk - q));
-      if (n > tail) {
-        KVFOLD_RETURN_IF_ERROR(
-            Prefill(document.subspan(0, n - tail), LogitsFor::kNone, *cache, nullptr));
+  for (;;) {
+    // Free rows take waiting streams: prefill, then their first token.
+    do {
+      while (rows.size() < batch && next < waiting.size()) {
+        auto [request, answer] = waiting[next++];
+        RequestState& rs = states[request];
+        if (!rs.status.ok()) continue;
+        auto st = std::make_unique<AnswerStream>();
+        st->request = &rs;
+        st->answer = answer;
+        if (absl::Status s = StartAnswer(rs, *st); !s.ok()) {
+          fail(rs, s);
+          continue;
+        }
+        const auto t0 = std::chrono::steady_clock::now();
+        const bool more = NextToken(*st, st->logits.data());
+        st->logits = {};
+        st->result.decode_seconds = Seconds(t0);
+        if (more) {
+          rows.push_back(std::move(st));
+        } else {
+          finish(*st);
+        }
       }
-      r.document_cache = cache->Stats();
-      std::vector<int32_t> last(document.end() - tail, document.end());
-      last.insert(last.end(), question.begin(), question.end());
-      KVFOLD_RETURN_IF_ERROR(PrefillQuestion(last, LogitsFor::kLast, *cache, &logits));
-    } else {
-      cache = doc_cache->Clone();
-      r.document_cache = doc_cache->Stats();
-      KVFOLD_RETURN_IF_ERROR(PrefillQuestion(question, LogitsFor::kLast, *cache, &logits));
+    } while (drop_failed());
+    if (rows.empty()) break;  // nothing runs, nothing waits
+    for (const auto& st : rows) {
+      if (absl::Status s = CheckWindow(st->cache->tokens_seen() + 1); !s.ok()) {
+        fail(*st->request, s);
+      }
     }
-    r.prefill_seconds = Seconds(t0) + doc_seconds;
-    KVFOLD_RETURN_IF_ERROR(DecodeLoop(results.size(), *cache, logits, options, &r));
-    results.push_back(std::move(r));
+    if (drop_failed()) continue;
+    tokens.clear();
+    caches.clear();
+    for (const auto& st : rows) {
+      tokens.push_back(st->result.tokens.back());
+      caches.push_back(st->cache.get());
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    if (absl::Status s = DecodeBatch(tokens, caches, &logits); !s.ok()) {
+      for (const auto& st : rows) fail(*st->request, s);
+      continue;
+    }
+    std::vector<bool> more(rows.size());
+    const int64_t vocab = model_.config().vocab_size;
+    for (size_t b = 0; b < rows.size(); ++b) {
+      more[b] = NextToken(*rows[b], logits.data() + b * vocab);
+    }
+    const double seconds = Seconds(t0);
+    for (size_t b = 0; b < rows.size(); ++b) {
+      rows[b]->result.decode_seconds += seconds;
+      if (!more[b]) {
+        finish(*rows[b]);
+        rows[b] = nullptr;
+      }
+    }
+    rows.erase(std::remove(rows.begin(), rows.end(), nullptr), rows.end());
   }
-  return results;
+  std::vector<absl::StatusOr<std::vector<GenerateResult>>> out;
+  out.reserve(states.size());
+  for (RequestState& rs : states) {
+    if (rs.status.ok()) {
+      out.emplace_back(std::move(rs.results));
+    } else {
+      out.emplace_back(rs.status);
+    }
+  }
+  return out;
 }
 
 absl::StatusOr<ScoreResult> Engine::Score(absl::Span<const int32_t> tokens) {

@@ -1,5 +1,6 @@
 // Engine: runs requests on a loaded model: chunked prefill into a cache,
-// the decode loop with sampling, and scoring of a token sequence.
+// the decode loop with sampling (many answer streams batched into one
+// forward per step), and scoring of a token sequence.
 #ifndef KVFOLD_RUNTIME_ENGINE_H_
 #define KVFOLD_RUNTIME_ENGINE_H_
 
@@ -31,6 +32,9 @@ struct EngineOptions {
   // A learned policy's parameters (--compressor), or null.
   std::shared_ptr<const CompressorFile> compressor;
   OpTimers* timers = nullptr;   // where op time is accounted (benchmarks)
+  // Answer streams decoded together in one forward step (AnswerBatch,
+  // Answer): the rows of the batch, >= 1.
+  int batch = 1;
 };
 
 // Checks of option values, shared by the engine and the CLI (which checks
@@ -52,6 +56,13 @@ struct GenerateOptions {
   // detokenized text): the answer's index (the question's) and the token.
   // May be empty.
   std::function<void(size_t answer, int32_t token)> on_token;
+  // Called with the logits [vocab] each token is sampled from, before
+  // sampling (scores, tests). May be empty.
+  std::function<void(size_t answer, absl::Span<const float> logits)> on_logits;
+  // Called after each prefill chunk of the document with the tokens of the
+  // document done so far and its length (progress; a question-aware
+  // document is prefilled once per question). May be empty.
+  std::function<void(int64_t done, int64_t total)> on_prefill;
 };
 
 absl::Status ValidateGenerateOptions(const GenerateOptions& options);
@@ -64,6 +75,16 @@ struct GenerateResult {
   double decode_seconds = 0;
   CacheStats document_cache;  // after the document's prefill
   CacheStats cache;           // at the end
+};
+
+// One document with its questions, for AnswerBatch.
+struct AnswerRequest {
+  absl::Span<const int32_t> document;
+  std::vector<std::vector<int32_t>> questions;  // empty: continue the document itself
+  GenerateOptions options;  // this request's sampling, max_new_tokens, callbacks
+  // Null: EngineOptions::cache. The caller validated it (ValidateCacheConfig)
+  // against the model.
+  const CacheConfig* cache = nullptr;
 };
 
 struct ScoreResult {
@@ -85,11 +106,17 @@ class Engine {
   }
 
   absl::StatusOr<std::unique_ptr<KvCache>> NewCache() const;
+  // A cache of another policy than EngineOptions::cache (validated by the
+  // caller).
+  absl::StatusOr<std::unique_ptr<KvCache>> NewCache(const CacheConfig& config) const;
 
   // Feeds `tokens` (continuing at position cache.tokens_seen()) in chunks of
   // prefill_chunk. Logits as `which` says, [1 or tokens.size(), vocab].
+  // `on_chunk` (may be empty) gets the tokens fed so far and
+  // tokens.size() after each chunk.
   absl::Status Prefill(absl::Span<const int32_t> tokens, LogitsFor which,
-                       KvCache& cache, std::vector<float>* logits);
+                       KvCache& cache, std::vector<float>* logits,
+                       const std::function<void(int64_t, int64_t)>& on_chunk = {});
 
   // Appends `question` to a cache holding a document: uncompressed when
   // question-agnostic (the cache then holds budget + question slots),
@@ -101,6 +128,12 @@ class Engine {
   // One decode step: feeds `token` at position cache.tokens_seen() and
   // writes the next-token logits [vocab] to `logits`.
   absl::Status Decode(int32_t token, KvCache& cache, std::vector<float>* logits);
+  // One decode step of B sequences in one forward: tokens[b] is fed to
+  // caches[b] (distinct) at position caches[b]->tokens_seen(); writes the
+  // next-token logits [B, vocab]. Decode is the case B = 1.
+  absl::Status DecodeBatch(absl::Span<const int32_t> tokens,
+                           absl::Span<KvCache* const> caches,
+                           std::vector<float>* logits);
 
   absl::StatusOr<GenerateResult> Generate(absl::Span<const int32_t> prompt,
                                           const GenerateOptions& options);
@@ -116,15 +149,32 @@ class Engine {
       const std::vector<std::vector<int32_t>>& questions,
       const GenerateOptions& options);
 
+  // What Answer gives for each request, with every answer stream (each
+  // question of each request) decoded together, EngineOptions::batch rows
+  // per forward step. A stream enters the batch when a row is free: its
+  // document is prefilled then (once per request when question-agnostic,
+  // documents one after the other), its question appended, and it leaves
+  // at eos or max_new_tokens, making room for the next. A request that
+  // fails gets its own error; the others go on. decode_seconds is the wall
+  // time of the steps a stream took part in. Answer is the case of one
+  // request.
+  std::vector<absl::StatusOr<std::vector<GenerateResult>>> AnswerBatch(
+      absl::Span<const AnswerRequest> requests);
+
   // Needs at least two tokens.
   absl::StatusOr<ScoreResult> Score(absl::Span<const int32_t> tokens);
 
  private:
+  struct RequestState;  // one AnswerBatch request while it runs (engine.cc)
+  struct AnswerStream;  // one of its answers
+
   absl::Status CheckWindow(int64_t tokens) const;
-  // Samples from `logits` and decodes until max_new_tokens or eos.
-  absl::Status DecodeLoop(size_t answer, KvCache& cache, std::vector<float>& logits,
-                          const GenerateOptions& options,
-                          GenerateResult* result);
+  // Prefills what answer `stream.answer` of `request` needs before its first
+  // token (the document when not yet done, the question).
+  absl::Status StartAnswer(RequestState& request, AnswerStream& stream);
+  // Samples the stream's next token from `logits`; false when the stream
+  // is done (eos or max_new_tokens) and needs no further step.
+  bool NextToken(AnswerStream& stream, const float* logits) const;
 
   const LlamaModel& model_;
   EngineOptions options_;
