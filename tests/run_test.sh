@@ -141,6 +141,18 @@ mpi 2 "$KVFOLD" run --model=$MODEL --input="$jobs" --output="$tmp/tp.jsonl" --tp
 answers "$tmp/tp.jsonl" >"$tmp/tp.txt"
 cmp -s "$tmp/one.txt" "$tmp/tp.txt" && ok "TP 2: answers = 1 rank" || { fail "TP differs"; diff "$tmp/one.txt" "$tmp/tp.txt"; }
 
+# A rank that dies: the job ends non-zero (no hang); a rerun completes it.
+start=$(date +%s)
+mpi 2 "$KVFOLD" run --model=$MODEL --input="$jobs" --output="$tmp/fault.jsonl" --fault=1:kill \
+  >/dev/null 2>"$tmp/stderr"
+rc=$?
+[ $rc -ne 0 ] && [ $(($(date +%s) - start)) -lt 60 ] && ok "a killed rank ends the run (rc=$rc)" ||
+  fail "a killed rank: rc=$rc after $(($(date +%s) - start)) s"
+mpi 2 "$KVFOLD" run --model=$MODEL --input="$jobs" --output="$tmp/fault.jsonl" 2>"$tmp/stderr" ||
+  fail "rerun after a dead rank"
+answers "$tmp/fault.jsonl" >"$tmp/fault.txt" && cmp -s "$tmp/one.txt" "$tmp/fault.txt" &&
+  ok "rerun after a dead rank = 1 rank" || fail "rerun after a dead rank differs"
+
 # ---- Bad input: refused before any job, naming what and where -------------
 expect_error() {
   local pattern="$1"
