@@ -138,9 +138,7 @@ absl::Status RunBench() {
         "--prefill_tokens, --decode_tokens and --repeats must be >= 1");
   }
   KVFOLD_ASSIGN_OR_RETURN(EngineOptions options, EngineOptionsFromFlags());
-  options.batch = absl::GetFlag(FLAGS_batch);
-  KVFOLD_RETURN_IF_ERROR(AsFlagError(ValidateEngineOptions(options)));
-  const int batch = options.batch;
+  const int batch = options.batch;  // --batch, checked by EngineOptionsFromFlags
   if (layers > 0) c.num_layers = layers;
   KVFOLD_RETURN_IF_ERROR(ValidateCacheOptions(options, c));
 
