@@ -167,6 +167,10 @@ absl::Status RunGenerate(Ranks& ranks) {
     if (absl::GetFlag(FLAGS_stream) && !tokenizer) {
       return absl::InvalidArgumentError("--stream needs the model's tokenizer.json");
     }
+    if (absl::GetFlag(FLAGS_stream) && options.batch > 1) {
+      return absl::InvalidArgumentError(
+          "--stream prints one answer at a time: it cannot be combined with --batch > 1");
+    }
     if (documents_file.empty()) {
       KVFOLD_ASSIGN_OR_RETURN(Prompt p, PromptFromFlags(dir, tokenizer ? &*tokenizer : nullptr));
       prompts.push_back(std::move(p));

@@ -57,6 +57,7 @@ expect_error 1 "exactly one of --ids, --ids_file, --text and --text_file" genera
 expect_error 1 "cannot open" score --model=$MODEL --ids_file=/nonexistent/ids
 expect_error 1 "at least two tokens" score --model=$MODEL --ids=1
 expect_error 1 "top_p" generate --model=$MODEL --ids=1 --top_p=1.5
+expect_error 1 "batch must be >= 1" generate --model=$MODEL --ids=1 --batch=0
 expect_error 1 "world size 1 is not divisible by --tp=2.*mpirun -np" generate --model=$MODEL --ids=1 --tp=2
 expect_error 1 "documents_file takes the documents as token ids" generate --model=$MODEL --ids=1 --documents_file=/dev/null
 : >"$tmp/empty_docs"
