@@ -84,6 +84,17 @@ got=$(grep "^compressed"$'\t' "$tmp/one.txt" | cut -f2)
   fail "per-job cache: run $got, generate $want"
 grep '"id":"compressed"' "$tmp/one.jsonl" | grep -q '"policy":"streaming"' || fail "per-job policy not reported"
 
+# Limits and empty documents fail their own job only (the demo model has a
+# tokenizer, for the text file).
+: >"$tmp/empty.txt"
+printf '{"id": "long", "document_ids": [1, 2, 3, 4, 5, 6]}\n{"id": "short", "document_ids": [1, 2], "max_new_tokens": 2}\n{"id": "empty", "document_file": "empty.txt"}\n' >"$tmp/limits.jsonl"
+"$KVFOLD" run --model=tools/demo/model --input="$tmp/limits.jsonl" --output="$tmp/limits_out.jsonl" \
+  --max_document_tokens=4 2>"$tmp/stderr"
+grep '"id":"long"' "$tmp/limits_out.jsonl" | grep -q 'the document has 6 tokens, over --max_document_tokens=4' &&
+  grep '"id":"short"' "$tmp/limits_out.jsonl" | grep -q '"answers"' &&
+  grep '"id":"empty"' "$tmp/limits_out.jsonl" | grep -q '"error"' &&
+  ok "too long / empty documents fail alone" || { fail "limits: $(cat "$tmp/limits_out.jsonl" "$tmp/stderr")"; }
+
 # ---- Batch: the same answers with --batch=4 -------------------------------
 "$KVFOLD" run --model=$MODEL --input="$jobs" --output="$tmp/batch.jsonl" --batch=4 2>"$tmp/stderr" ||
   { fail "run --batch=4"; cat "$tmp/stderr"; }
