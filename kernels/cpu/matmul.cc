@@ -34,6 +34,7 @@ absl::Status MatMulNT(const Stream& s, const float* a, int64_t lda,
   // Split the output columns (weight rows) when there are enough of them:
   // each thread then streams its own part of the weight exactly once.
   constexpr int64_t kBlock = 16;
+  constexpr int64_t kFewRows = 32;
   if (n >= threads * kBlock * 4 || m < threads) {
     const int64_t blocks = (n + kBlock - 1) / kBlock;
     ParallelFor(s, blocks, [&](int64_t b0, int64_t b1) {
@@ -42,8 +43,14 @@ absl::Status MatMulNT(const Stream& s, const float* a, int64_t lda,
         cblas_sgemv(CblasRowMajor, CblasNoTrans, n1 - n0, k, 1.0f,
                     b + n0 * ldb, ldb, a, 1, beta, c + n0, 1);
       } else {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n1 - n0, k,
-                    1.0f, a, lda, b + n0 * ldb, ldb, beta, c + n0, ldc);
+        // A few rows (batched decode): OpenBLAS 0.3.21 packs the whole weight
+        // slice before a small-m sgemm, costing several GEMVs' worth; calls
+        // over narrow column blocks stream each weight row about once.
+        const int64_t step = m <= kFewRows ? std::max<int64_t>(kBlock, 256 / m) : n1 - n0;
+        for (int64_t j = n0; j < n1; j += step) {
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, std::min(step, n1 - j), k,
+                      1.0f, a, lda, b + j * ldb, ldb, beta, c + j, ldc);
+        }
       }
     });
   } else {
