@@ -2,7 +2,6 @@
 // machine next to what the machine can do (read bandwidth, plain sgemm on the
 // same GEMM shapes), so the ratios come from one run. Prints JSON.
 #include <cblas.h>
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <atomic>
@@ -218,8 +217,6 @@ absl::Status RunBench() {
                             (bandwidths[r] * 1e9 / bytes_per_token));
   }
   const double gemm = Median(gemm_gflops);
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
   nlohmann::json j = {
       {"shape", absl::GetFlag(FLAGS_shape)},
       {"layers", c.num_layers},
@@ -241,7 +238,7 @@ absl::Status RunBench() {
       {"memory_read_gb_per_s", bandwidth},
       {"decode_bound_tokens_per_s", bound_tps},
       {"decode_vs_bound", Median(decode_ratios)},
-      {"peak_rss_bytes", int64_t(ru.ru_maxrss) * 1024},
+      {"peak_rss_bytes", PeakRssBytes()},
   };
   if (batch > 1) {
     const double batch_tps = double(batch) * decode / Median(batch_secs);

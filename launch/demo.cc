@@ -47,6 +47,16 @@ absl::StatusOr<std::string> DemoDir() {
   return dir;
 }
 
+// OUTPUT in a fresh directory under the temp directory.
+absl::StatusOr<std::string> FreshOutput() {
+  std::string dir = (std::filesystem::temp_directory_path() / "kvfold-demo-XXXXXX").string();
+  if (mkdtemp(dir.data()) == nullptr) {
+    return absl::InternalError(absl::StrCat("cannot make a directory for the demo's output in ",
+                                            std::filesystem::temp_directory_path().string()));
+  }
+  return dir + "/answers.jsonl";
+}
+
 // argv of this process, from /proc (the flags travel to the ranks as given).
 absl::StatusOr<std::vector<std::string>> OwnArguments() {
   // /proc files report size 0: read to the end.
@@ -73,12 +83,8 @@ absl::Status ExecMpirun(int ranks) {
   argv.push_back(std::filesystem::read_symlink("/proc/self/exe").string());
   argv.insert(argv.end(), args.begin() + 1, args.end());
   if (absl::GetFlag(FLAGS_output).empty()) {
-    std::string dir = (std::filesystem::temp_directory_path() / "kvfold-demo-XXXXXX").string();
-    if (mkdtemp(dir.data()) == nullptr) {
-      return absl::InternalError(absl::StrCat("cannot make a directory for the demo's output in ",
-                                              std::filesystem::temp_directory_path().string()));
-    }
-    argv.push_back(absl::StrCat("--output=", dir, "/answers.jsonl"));
+    KVFOLD_ASSIGN_OR_RETURN(std::string output, FreshOutput());
+    argv.push_back("--output=" + output);
   }
   // The demo runs on this machine only; mpirun refuses root without these.
   if (geteuid() == 0) {
@@ -150,9 +156,8 @@ absl::Status RunDemo(Ranks& ranks) {
     if (absl::GetFlag(FLAGS_cache_slots) == 0) absl::SetFlag(&FLAGS_cache_slots, 128);
   }
   if (absl::GetFlag(FLAGS_output).empty()) {
-    std::string out = (std::filesystem::temp_directory_path() / "kvfold-demo-XXXXXX").string();
-    if (mkdtemp(out.data()) == nullptr) return absl::InternalError("cannot make a temp dir");
-    absl::SetFlag(&FLAGS_output, out + "/answers.jsonl");
+    KVFOLD_ASSIGN_OR_RETURN(std::string output, FreshOutput());
+    absl::SetFlag(&FLAGS_output, output);
   }
   KVFOLD_RETURN_IF_ERROR(RunRun(ranks));
   if (ranks.writer()) PrintAnswers(absl::GetFlag(FLAGS_input), absl::GetFlag(FLAGS_output));

@@ -2,7 +2,10 @@
 #ifndef KVFOLD_LAUNCH_REPORT_H_
 #define KVFOLD_LAUNCH_REPORT_H_
 
+#include <sys/resource.h>
+
 #include <algorithm>
+#include <cstdint>
 #include <chrono>
 #include <cstdio>
 #include <vector>
@@ -23,6 +26,13 @@ inline double Median(std::vector<double> v) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
+}
+
+// This process's peak resident memory so far.
+inline int64_t PeakRssBytes() {
+  struct rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  return int64_t(u.ru_maxrss) * 1024;  // KiB on Linux
 }
 
 // One JSON object per line on stdout, flushed (results are read as they

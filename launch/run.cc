@@ -6,7 +6,6 @@
 // job in the batch decodes in one dense batch.
 #include "launch/run.h"
 
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <deque>
@@ -73,7 +72,6 @@ struct Setup {
   std::unique_ptr<Tokenizer> tokenizer;  // null: the model has none
   std::optional<TextPrompter> prompter;  // with the tokenizer
   int64_t max_document_tokens = 0;
-  int batch = 1;
 };
 
 bool HasText(const Job& job) { return job.document_ids().empty(); }
@@ -133,7 +131,6 @@ absl::Status Prepare(Setup& s) {
     return absl::InvalidArgumentError("--progress_interval must be >= 0");
   }
   KVFOLD_ASSIGN_OR_RETURN(s.options, EngineOptionsFromFlags());
-  s.batch = s.options.batch;
   KVFOLD_ASSIGN_OR_RETURN(s.generate, GenerateOptionsFromFlags());
   KVFOLD_ASSIGN_OR_RETURN(s.input, ReadJobs(input));
   if (s.model_dir.empty()) return absl::InvalidArgumentError("--model is required");
@@ -395,12 +392,6 @@ std::vector<int> ParseIndices(const std::string& text) {
   return v;
 }
 
-int64_t PeakRssBytes() {
-  struct rusage u;
-  getrusage(RUSAGE_SELF, &u);
-  return int64_t(u.ru_maxrss) * 1024;  // KiB on Linux
-}
-
 absl::Status WriteSummary(const std::string& path, const nlohmann::json& summary) {
   const std::string tmp = path + ".tmp";
   {
@@ -459,10 +450,10 @@ absl::Status RunRun(Ranks& ranks) {
     std::string assigned;
     if (ranks.writer()) {
       writer->Service();
-      assigned = absl::StrJoin(writer->Take(s.batch), ",");
+      assigned = absl::StrJoin(writer->Take(s.options.batch), ",");
     } else if (ranks.replica_leader()) {
       KVFOLD_RETURN_IF_ERROR(
-          SendText(ranks.results(), absl::StrCat("Q", s.batch), 0, kLeaderTag));
+          SendText(ranks.results(), absl::StrCat("Q", s.options.batch), 0, kLeaderTag));
       KVFOLD_ASSIGN_OR_RETURN(assigned, RecvText(ranks.results(), 0, kAssignTag));
     }
     KVFOLD_RETURN_IF_ERROR(ranks.ShareWithReplica(&assigned));
@@ -504,7 +495,7 @@ absl::Status RunRun(Ranks& ranks) {
                   {"model", s.model_dir},
                   {"cache_policy", PolicyName(s.options.cache)},
                   {"cache_slots", s.options.cache.slots()},
-                  {"batch", s.batch},
+                  {"batch", s.options.batch},
                   {"mesh",
                    {{"world", ranks.size()},
                     {"tp", mesh->tp_size()},

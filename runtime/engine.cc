@@ -148,8 +148,13 @@ absl::Status Engine::Prefill(absl::Span<const int32_t> tokens,
 absl::Status Engine::PrefillQuestion(absl::Span<const int32_t> question,
                                      LogitsFor which, KvCache& cache,
                                      std::vector<float>* logits) {
-  cache.SetPhase(options_.cache.question_aware() ? CachePhase::kPrefill
-                                                 : CachePhase::kAppend);
+  return PrefillQuestion(question, options_.cache.question_aware(), which, cache, logits);
+}
+
+absl::Status Engine::PrefillQuestion(absl::Span<const int32_t> question, bool aware,
+                                     LogitsFor which, KvCache& cache,
+                                     std::vector<float>* logits) {
+  cache.SetPhase(aware ? CachePhase::kPrefill : CachePhase::kAppend);
   return Prefill(question, which, cache, logits);
 }
 
@@ -260,13 +265,13 @@ absl::Status Engine::StartAnswer(RequestState& rs, AnswerStream& st) {
     res.document_cache = st.cache->Stats();
     std::vector<int32_t> last(r.document.end() - tail, r.document.end());
     last.insert(last.end(), question.begin(), question.end());
-    st.cache->SetPhase(CachePhase::kPrefill);
-    KVFOLD_RETURN_IF_ERROR(Prefill(last, LogitsFor::kLast, *st.cache, &st.logits));
+    KVFOLD_RETURN_IF_ERROR(
+        PrefillQuestion(last, /*aware=*/true, LogitsFor::kLast, *st.cache, &st.logits));
     progress(n, n);
   } else {
     st.cache = rs.document->Clone();
-    st.cache->SetPhase(CachePhase::kAppend);
-    KVFOLD_RETURN_IF_ERROR(Prefill(question, LogitsFor::kLast, *st.cache, &st.logits));
+    KVFOLD_RETURN_IF_ERROR(
+        PrefillQuestion(question, /*aware=*/false, LogitsFor::kLast, *st.cache, &st.logits));
     if (st.answer + 1 == r.questions.size()) {  // every question has its copy
       rs.document.reset();
       rs.document_logits = {};

@@ -169,6 +169,10 @@ class Engine {
   struct AnswerStream;  // one of its answers
 
   absl::Status CheckWindow(int64_t tokens) const;
+  // PrefillQuestion for a request's own cache config.
+  absl::Status PrefillQuestion(absl::Span<const int32_t> question, bool aware,
+                               LogitsFor which, KvCache& cache,
+                               std::vector<float>* logits);
   // Prefills what answer `stream.answer` of `request` needs before its first
   // token (the document when not yet done, the question).
   absl::Status StartAnswer(RequestState& request, AnswerStream& stream);
