@@ -75,6 +75,8 @@ absl::Status RunTokenize();    // flags: --model --text|--text_file|--ids
 // run.cc: the batch job over a JSONL file; demo.cc: run on the bundled demo.
 absl::Status RunRun(Ranks& ranks);   // flags: --model --input --output ...
 absl::Status RunDemo(Ranks& ranks);  // flags: as run, defaults to tools/demo
+// eval.cc: accuracy on a task file of tools/tasks/make_tasks.py.
+absl::Status RunEval(Ranks& ranks);  // flags: --model --tasks [--output --predictions]
 
 }  // namespace kvfold
 

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "kernels/status_macros.h"
@@ -101,8 +102,19 @@ absl::Status ExecMpirun(int ranks) {
       std::strerror(errno), "): install openmpi-bin, or give --demo_ranks=1"));
 }
 
-// The answers of the output file, by job, with the questions from the input.
-void PrintAnswers(const std::string& input, const std::string& output) {
+// The answers of the output file, by job, with the questions from the input
+// and, where `facts` (facts.json: {"expected": {job: {question: answer}}})
+// knows it, the expected answer.
+void PrintAnswers(const std::string& input, const std::string& output,
+                  const std::string& facts) {
+  nlohmann::json expected = nlohmann::json::object();
+  if (std::ifstream f(facts); f) {
+    nlohmann::json j = nlohmann::json::parse(f, nullptr, false);
+    if (j.is_object() && j.contains("expected") && j["expected"].is_object()) {
+      expected = j["expected"];
+    }
+  }
+  int known = 0, right = 0;
   std::map<std::string, nlohmann::json> results;
   std::ifstream out(output);
   for (std::string line; std::getline(out, line);) {
@@ -133,10 +145,20 @@ void PrintAnswers(const std::string& input, const std::string& output) {
                                        ? a["question"].get<std::string>().c_str()
                                        : a["question"].dump().c_str());
       }
-      std::printf("   A: %s\n", a.value("text", a["ids"].dump()).c_str());
+      const std::string text = a.value("text", a["ids"].dump());
+      std::printf("   A: %s\n", text.c_str());
+      if (a.contains("question") && a["question"].is_string() && expected.contains(id) &&
+          expected[id].contains(a["question"].get<std::string>())) {
+        const std::string want = expected[id][a["question"].get<std::string>()];
+        const bool ok = std::string(absl::StripAsciiWhitespace(text)) == want;
+        std::printf("      expected: %s (%s)\n", want.c_str(), ok ? "right" : "wrong");
+        ++known;
+        right += ok;
+      }
     }
     std::printf("\n");
   }
+  if (known > 0) std::printf("demo: %d of %d answers as expected\n", right, known);
   std::fflush(stdout);
 }
 
@@ -160,7 +182,9 @@ absl::Status RunDemo(Ranks& ranks) {
     absl::SetFlag(&FLAGS_output, output);
   }
   KVFOLD_RETURN_IF_ERROR(RunRun(ranks));
-  if (ranks.writer()) PrintAnswers(absl::GetFlag(FLAGS_input), absl::GetFlag(FLAGS_output));
+  if (ranks.writer()) {
+    PrintAnswers(absl::GetFlag(FLAGS_input), absl::GetFlag(FLAGS_output), dir + "/facts.json");
+  }
   return absl::OkStatus();
 }
 

@@ -108,6 +108,10 @@ constexpr char kUsage[] =
     "            over the data-parallel replicas); resumable\n"
     "  demo      [--demo_ranks=2] kvfold run on the bundled demo (tools/demo)\n"
     "            through mpirun; prints the answers and the summary\n"
+    "  eval      --model=DIR --tasks=tasks.jsonl [--eval_tasks=passkey,kv\n"
+    "            --eval_lengths=8192 --per_group=N --output=F --predictions=F]\n"
+    "            exact-match accuracy per task and length with the --cache*\n"
+    "            policy (task files: tools/tasks/make_tasks.py); prints JSON\n"
     "  generate  --model=DIR --ids=1,2,3 [--questions=4,5;6,7\n"
     "            or --text=... | --text_file=F [--question=... |\n"
     "            --questions_file=F --chat=auto|raw --system=... --stream]\n"
@@ -160,6 +164,7 @@ int main(int argc, char** argv) {
   static const std::map<std::string, Command> kCommands = {
       {"run", kvfold::RunRun},
       {"demo", kvfold::RunDemo},
+      {"eval", kvfold::RunEval},
       {"generate", kvfold::RunGenerate},
       {"score", kvfold::RunScore},
       {"tokenize", alone(kvfold::RunTokenize)},

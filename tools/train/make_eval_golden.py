@@ -1,0 +1,55 @@
+"""Golden predictions for tests/eval_test.sh: transformers' greedy answers
+of the built-in model on a small task file, the reference `kvfold eval`
+must reproduce.
+
+    python3 tools/train/make_eval_golden.py --model tools/model --tasks TASKS \
+        --out tests/golden/eval/golden.jsonl
+
+Each sample's prompt is the model's chat template applied by transformers
+(the user message "DOCUMENT\\n\\nQUESTION", generation prompt on, as kvfold
+builds it); generation is greedy, stopping at eos or after the answer's
+token count + 4 tokens (kvfold eval's limit). One line per sample: id,
+prompt_tokens, prediction (decoded without special tokens, trimmed),
+correct.
+"""
+import argparse
+import json
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--tasks", required=True)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(args.model)
+    model = AutoModelForCausalLM.from_pretrained(args.model, torch_dtype=torch.float32,
+                                                 attn_implementation="eager").eval()
+    out = []
+    with open(args.tasks) as f:
+        lines = [json.loads(line) for line in f if line.strip()]
+    for s in lines[1:]:
+        ids = tok.apply_chat_template(
+            [{"role": "user", "content": s["document"] + "\n\n" + s["question"]}],
+            add_generation_prompt=True, tokenize=True)
+        limit = len(tok.encode(" " + s["answer"], add_special_tokens=False)) + 4
+        with torch.no_grad():
+            gen = model.generate(torch.tensor([ids]), max_new_tokens=limit, do_sample=False,
+                                 eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+        new = gen[0, len(ids):].tolist()
+        stopped = bool(new) and new[-1] == tok.eos_token_id
+        text = tok.decode(new[:-1] if stopped else new, skip_special_tokens=True).strip()
+        out.append({"id": s["id"], "prompt_tokens": len(ids), "prediction": text,
+                    "correct": stopped and text == s["answer"]})
+        print(s["id"], out[-1]["correct"], repr(text), flush=True)
+    with open(args.out, "w") as f:
+        for o in out:
+            f.write(json.dumps(o) + "\n")
+
+
+if __name__ == "__main__":
+    main()
