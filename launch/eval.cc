@@ -194,13 +194,12 @@ absl::Status RunEval(Ranks& ranks) {
     }
     return absl::OkStatus();
   }();
-  if (prepared.ok() && ranks.dp_size() > 1) {
-    prepared = absl::InvalidArgumentError("eval runs one model replica: use --tp, not more ranks");
-  }
   std::vector<Prompt> prompts;
   for (const Item& item : items) prompts.push_back(item.prompt);
-  KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model,
-                          StartModel(ranks, prepared, options, prompts, &*tokenizer));
+  KVFOLD_ASSIGN_OR_RETURN(
+      std::unique_ptr<LlamaModel> model,
+      StartModel(ranks, prepared, options, prompts, tokenizer ? &*tokenizer : nullptr));
+  // The mesh is known once the model has started (every rank sees the same).
   if (ranks.dp_size() > 1) {
     return absl::InvalidArgumentError("eval runs one model replica: use --tp, not more ranks");
   }

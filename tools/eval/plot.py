@@ -4,8 +4,9 @@
 
 Writes DIR/accuracy_vs_compression.png (at --length: accuracy against the
 mean compression ratio, one line per policy, Full as a dashed line),
-DIR/memory_vs_length.png (peak cache bytes per sequence against document
-length, Full vs each fixed-size policy at its largest budget),
+DIR/memory_vs_length.png (peak cache bytes allocated per sequence against
+document length, Full vs each fixed-size policy measured at two or more
+lengths, at its most measured budget),
 DIR/throughput_vs_length.png (prompt tokens/s of the whole eval) and
 DIR/table.md (accuracy per policy x budget x length, and per task at
 --length). Needs matplotlib (tools/eval/requirements.txt).
@@ -68,14 +69,12 @@ def main():
                               ("throughput_vs_length", "tps", "prompt tokens / s (2 cores)")):
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for label in labels:
-            by_len = {}
-            for r in rows:
-                if r["label"] != label:
-                    continue
-                b = r["budget"]
-                if r["length"] not in by_len or b > by_len[r["length"]][0]:
-                    by_len[r["length"]] = (b, r)
-            if not by_len:
+            # One budget per line: the one measured at the most lengths.
+            mine = [r for r in rows if r["label"] == label]
+            counts = collections.Counter(r["budget"] for r in mine)
+            budget = max(counts, key=lambda b: (counts[b], b))
+            by_len = {r["length"]: (budget, r) for r in mine if r["budget"] == budget}
+            if len(by_len) < 2:
                 continue
             xs = sorted(by_len)
             if key == "peak":
