@@ -30,8 +30,7 @@ case "${1:-}" in
   run)
     # The main job on the built-in default: `kvfold demo` runs `kvfold run`
     # through mpirun (2 ranks) over the bundled documents and questions
-    # (tools/demo; the model is the checked-in tiny test checkpoint until
-    # the trained built-in model exists).
+    # (tools/demo) with the built-in model (tools/model).
     shift
     exec bazel-bin/launch/kvfold demo "$@"
     ;;
