@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <optional>
 #include <nlohmann/json.hpp>
 
@@ -38,6 +40,19 @@ absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& text,
   return ids;
 }
 
+
+absl::Status WriteFileAtomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::trunc);
+    f << text;
+    if (!f.good()) return absl::PermissionDeniedError(absl::StrCat(tmp, ": cannot write"));
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat(path, ": ", ec.message()));
+  return absl::OkStatus();
+}
 
 absl::Status AsFlagError(const absl::Status& s) {
   if (s.ok()) return s;

@@ -51,6 +51,10 @@ class Tokenizer;
 absl::Status CheckIds(const Prompt& prompt, int64_t vocab, const Tokenizer* tokenizer,
                       const std::string& where);
 
+// Writes `text` to `path` whole or not at all (a temporary file renamed over
+// it), for summaries and reports.
+absl::Status WriteFileAtomically(const std::string& path, const std::string& text);
+
 // --max_new_tokens, --temperature, --top_k, --top_p, --seed, --ignore_eos.
 absl::StatusOr<GenerateOptions> GenerateOptionsFromFlags();
 

@@ -23,7 +23,6 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "cache/policies.h"
 #include "google/protobuf/util/json_util.h"
@@ -35,7 +34,6 @@
 #include "launch/ranks.h"
 #include "launch/report.h"
 #include "launch/tasks_file.h"
-#include "models/files.h"
 #include "models/tokenizer/tokenizer.h"
 #include "runtime/engine.h"
 
@@ -108,25 +106,6 @@ absl::Status CheckProbe(const TasksFile& file, const Tokenizer& tokenizer) {
       file.path, " was made for another tokenizer: its probe text encodes to ",
       ids.size(), " ids under ", tokenizer.name(), " but to ", file.probe_ids.size(),
       " in the file (regenerate it with tools/tasks/make_tasks.py --tokenizer=<the model>)"));
-}
-
-absl::Status WriteJson(const std::string& path, const nlohmann::ordered_json& j) {
-  const std::string text = j.dump(2) + "\n";
-  if (path.empty()) {
-    std::fputs(text.c_str(), stdout);
-    return absl::OkStatus();
-  }
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << text;
-    out.close();
-    if (!out) return absl::UnavailableError(absl::StrCat("cannot write ", tmp));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::UnavailableError(absl::StrCat("cannot rename ", tmp, " to ", path));
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace
@@ -296,7 +275,12 @@ absl::Status RunEval(Ranks& ranks) {
       {"prompt_tokens_per_second", seconds > 0 ? double(tokens_in) / seconds : 0.0},
       {"peak_rss_bytes", PeakRssBytes()},
       {"tp", ranks.mesh().tp_size()}};
-  return WriteJson(absl::GetFlag(FLAGS_output), out);
+  const std::string path = absl::GetFlag(FLAGS_output);
+  if (path.empty()) {
+    std::fputs((out.dump(2) + "\n").c_str(), stdout);
+    return absl::OkStatus();
+  }
+  return WriteFileAtomically(path, out.dump(2) + "\n");
 }
 
 }  // namespace kvfold

@@ -392,19 +392,6 @@ std::vector<int> ParseIndices(const std::string& text) {
   return v;
 }
 
-absl::Status WriteSummary(const std::string& path, const nlohmann::json& summary) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::trunc);
-    f << summary.dump(2) << "\n";
-    if (!f.good()) return absl::PermissionDeniedError(absl::StrCat(tmp, ": cannot write"));
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) return absl::PermissionDeniedError(absl::StrCat(path, ": ", ec.message()));
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 absl::Status RunRun(Ranks& ranks) {
@@ -509,7 +496,7 @@ absl::Status RunRun(Ranks& ranks) {
   std::fputs(writer->progress().Table(summary).c_str(), stderr);
   std::fprintf(stderr, "kvfold: results in %s, summary in %s\n",
                absl::GetFlag(FLAGS_output).c_str(), path.c_str());
-  return WriteSummary(path, summary);
+  return WriteFileAtomically(path, summary.dump(2) + "\n");
 }
 
 }  // namespace kvfold

@@ -26,7 +26,7 @@ res = json.load(open(sys.argv[3]))
 samples = [json.loads(l) for l in open(sys.argv[4])][1:]
 assert set(pred) == set(gold) == {s["id"] for s in samples}, "ids differ"
 bad = [i for i in gold if pred[i]["prediction"] != gold[i]["prediction"]
-       or pred[i]["correct"] != gold[i]["correct"] or pred[i]["prompt_tokens"] + 0 != gold[i]["prompt_tokens"]]
+       or pred[i]["correct"] != gold[i]["correct"] or pred[i]["prompt_tokens"] != gold[i]["prompt_tokens"]]
 assert not bad, f"differ from transformers: {[(i, pred[i]['prediction'], gold[i]['prediction']) for i in bad]}"
 want = collections.Counter()
 total = collections.Counter()

@@ -4,28 +4,39 @@ model's chat template followed by the answer and eos, as the model was
 trained.
 
     python3 tools/tasks/task_ids.py --model DIR --tasks tasks.jsonl --out ids.txt
+
+`samples` and `prompt_ids` are also what tools/train/make_eval_golden.py
+prompts transformers with.
 """
 import argparse
 import json
 
-from transformers import AutoTokenizer
+
+def samples(path):
+    """The samples of a task file (the header line skipped)."""
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()][1:]
+
+
+def prompt_ids(tok, sample):
+    """The sample's prompt ids as kvfold builds them: the user message
+    "DOCUMENT\\n\\nQUESTION" through the chat template, generation prompt on."""
+    return tok.apply_chat_template(
+        [{"role": "user", "content": sample["document"] + "\n\n" + sample["question"]}],
+        add_generation_prompt=True, tokenize=True)
 
 
 def main():
+    from transformers import AutoTokenizer
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
     ap.add_argument("--tasks", required=True)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     tok = AutoTokenizer.from_pretrained(args.model)
-    with open(args.tasks) as f, open(args.out, "w") as out:
-        for n, line in enumerate(f):
-            if n == 0 or not line.strip():
-                continue
-            s = json.loads(line)
-            ids = tok.apply_chat_template(
-                [{"role": "user", "content": s["document"] + "\n\n" + s["question"]}],
-                add_generation_prompt=True, tokenize=True)
+    with open(args.out, "w") as out:
+        for s in samples(args.tasks):
+            ids = prompt_ids(tok, s)
             ids += tok.encode(" " + s["answer"], add_special_tokens=False) + [tok.eos_token_id]
             out.write(" ".join(map(str, ids)) + "\n")
 

@@ -14,9 +14,14 @@ correct.
 """
 import argparse
 import json
+import os
+import sys
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tasks"))
+from task_ids import prompt_ids, samples  # noqa: E402
 
 
 def main():
@@ -30,12 +35,8 @@ def main():
     model = AutoModelForCausalLM.from_pretrained(args.model, torch_dtype=torch.float32,
                                                  attn_implementation="eager").eval()
     out = []
-    with open(args.tasks) as f:
-        lines = [json.loads(line) for line in f if line.strip()]
-    for s in lines[1:]:
-        ids = tok.apply_chat_template(
-            [{"role": "user", "content": s["document"] + "\n\n" + s["question"]}],
-            add_generation_prompt=True, tokenize=True)
+    for s in samples(args.tasks):
+        ids = prompt_ids(tok, s)
         limit = len(tok.encode(" " + s["answer"], add_special_tokens=False)) + 4
         with torch.no_grad():
             gen = model.generate(torch.tensor([ids]), max_new_tokens=limit, do_sample=False,
