@@ -10,10 +10,11 @@ namespace kvfold {
 
 void LayerState::KeepSlots(const CacheShape& shape, int64_t head,
                            absl::Span<const int64_t> keep) {
-  const int64_t cap = slots.capacity(), d = shape.head_dim;
+  const int64_t cap = slots.capacity();
+  const int64_t dk = slots.key_dims[head], dv = slots.value_dims[head];
   const bool on_host = shape.stream.device.kind == Device::Kind::kCpu;
-  float* k = on_host ? slots.keys.as<float>() + head * cap * d : nullptr;
-  float* v = on_host ? slots.values.as<float>() + head * cap * d : nullptr;
+  float* k = on_host ? slots.head_keys(head) : nullptr;
+  float* v = on_host ? slots.head_values(head) : nullptr;
   int32_t* p = slots.positions.as<int32_t>() + head * cap;
   float* sc = scores.empty() ? nullptr : head_scores(head);
   if (!on_host) {
@@ -29,8 +30,8 @@ void LayerState::KeepSlots(const CacheShape& shape, int64_t head,
     const int64_t from = keep[i];
     if (from == static_cast<int64_t>(i)) continue;
     if (on_host) {
-      std::memcpy(k + i * d, k + from * d, d * sizeof(float));
-      std::memcpy(v + i * d, v + from * d, d * sizeof(float));
+      std::memcpy(k + i * dk, k + from * dk, dk * sizeof(float));
+      std::memcpy(v + i * dv, v + from * dv, dv * sizeof(float));
     }
     p[i] = p[from];
     if (sc != nullptr) sc[i] = sc[from];
@@ -82,7 +83,7 @@ CompressedKvCache::CompressedKvCache(
   for (int64_t l = 0; l < shape_.num_layers; ++l) {
     LayerState& s = layers_[l];
     const int64_t reserve = budgets_[l] + compressor_->Slack() + max_chunk;
-    if (absl::Status st = s.slots.Reserve(shape_, reserve);
+    if (absl::Status st = s.slots.Reserve(shape_, static_cast<int>(l), reserve);
         !st.ok() && status_.ok()) {
       status_ = st;  // reported by the first Append
     }
@@ -101,7 +102,7 @@ absl::Status CompressedKvCache::Append(int layer, const float* k,
   KVFOLD_RETURN_IF_ERROR(status_);
   LayerState& s = layers_[layer];
   const int64_t old_cap = s.slots.capacity();
-  KVFOLD_RETURN_IF_ERROR(s.slots.AppendChunk(shape_, k, v, positions, n));
+  KVFOLD_RETURN_IF_ERROR(s.slots.AppendChunk(shape_, layer, k, v, positions, n));
   if (compressor_->AccumulatesScores() && s.slots.capacity() != old_cap) {
     // Storage grew (appending a question or decoding past the reserve).
     Tensor grown({shape_.kv_heads, s.slots.capacity()}, DType::kF32);
@@ -127,11 +128,7 @@ absl::Status CompressedKvCache::Append(int layer, const float* k,
   return absl::OkStatus();
 }
 
-LayerView CompressedKvCache::View(int layer) const {
-  const LayerSlots& s = layers_[layer].slots;
-  return {s.keys.as<float>(), s.values.as<float>(), s.positions.as<int32_t>(),
-          s.length, s.capacity()};
-}
+LayerView CompressedKvCache::View(int layer) const { return layers_[layer].slots.View(); }
 
 int64_t CompressedKvCache::ColumnSumQueries(int64_t chunk) const {
   return compressor_->ColumnSumQueries(chunk);

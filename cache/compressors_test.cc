@@ -31,7 +31,7 @@ LayerState MakeLayer(const CacheShape& shape, int64_t n,
       }
     }
   }
-  EXPECT_TRUE(s.slots.AppendChunk(shape, k.data(), v.data(), pos.data(), n).ok());
+  EXPECT_TRUE(s.slots.AppendChunk(shape, 0, k.data(), v.data(), pos.data(), n).ok());
   s.scores = Tensor({h, s.slots.capacity()}, DType::kF32);
   return s;
 }

@@ -4,55 +4,110 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "cache/matryoshka.h"
 #include "kernels/status_macros.h"
 
 namespace kvfold {
 
-absl::Status LayerSlots::Reserve(const CacheShape& shape, int64_t slots) {
+int64_t CacheShape::key_dim(int64_t layer, int64_t head) const {
+  return features ? features->head(layer, head).key_dim : head_dim;
+}
+
+int64_t CacheShape::value_dim(int64_t layer, int64_t head) const {
+  return features ? features->head(layer, head).value_dim : head_dim;
+}
+
+absl::Status LayerSlots::Reserve(const CacheShape& shape, int layer, int64_t slots) {
   if (slots <= capacity()) return absl::OkStatus();
-  const int64_t cap = slots, old = capacity();
-  const int64_t h = shape.kv_heads, d = shape.head_dim;
+  const int64_t cap_new = slots, old = capacity();
+  const int64_t h = shape.kv_heads;
   const Stream& s = shape.stream;
-  absl::StatusOr<Tensor> k = Tensor::Allocate({h, cap, d}, DType::kF32, s.device);
+  const std::vector<int64_t> old_koff = key_offsets, old_voff = value_offsets;
+  key_dims.resize(h);
+  value_dims.resize(h);
+  key_offsets.resize(h);
+  value_offsets.resize(h);
+  int64_t kw = 0, vw = 0;  // features of all heads
+  for (int64_t g = 0; g < h; ++g) {
+    key_dims[g] = shape.key_dim(layer, g);
+    value_dims[g] = shape.value_dim(layer, g);
+    key_offsets[g] = kw * cap_new;
+    value_offsets[g] = vw * cap_new;
+    kw += key_dims[g];
+    vw += value_dims[g];
+  }
+  // Uniform heads keep the [heads, capacity, head_dim] shape the device
+  // kernels index; projected ones are packed (host only).
+  const Shape kshape = shape.features ? Shape{kw * cap_new} : Shape{h, cap_new, shape.head_dim};
+  const Shape vshape = shape.features ? Shape{vw * cap_new} : Shape{h, cap_new, shape.head_dim};
+  absl::StatusOr<Tensor> k = Tensor::Allocate(kshape, DType::kF32, s.device);
   if (!k.ok()) return k.status();
-  absl::StatusOr<Tensor> v = Tensor::Allocate({h, cap, d}, DType::kF32, s.device);
+  absl::StatusOr<Tensor> v = Tensor::Allocate(vshape, DType::kF32, s.device);
   if (!v.ok()) return v.status();
-  Tensor p({h, cap}, DType::kI32);
-  if (length > 0) {
-    const size_t row = d * sizeof(float);
-    KVFOLD_RETURN_IF_ERROR(CopyRowsOnDevice(s, k->data(), cap * row, keys.data(),
+  Tensor p({h, cap_new}, DType::kI32);
+  if (length > 0 && shape.features == nullptr) {
+    const size_t row = shape.head_dim * sizeof(float);  // one copy per tensor
+    KVFOLD_RETURN_IF_ERROR(CopyRowsOnDevice(s, k->data(), cap_new * row, keys.data(),
                                             old * row, length * row, h));
-    KVFOLD_RETURN_IF_ERROR(CopyRowsOnDevice(s, v->data(), cap * row,
-                                            values.data(), old * row,
-                                            length * row, h));
-    for (int64_t g = 0; g < h; ++g) {
-      std::memcpy(p.as<int32_t>() + g * cap, positions.as<int32_t>() + g * old,
-                  length * sizeof(int32_t));
+    KVFOLD_RETURN_IF_ERROR(CopyRowsOnDevice(s, v->data(), cap_new * row, values.data(),
+                                            old * row, length * row, h));
+  }
+  for (int64_t g = 0; g < h && length > 0; ++g) {
+    if (shape.features != nullptr) {  // one head's rows are contiguous
+      KVFOLD_RETURN_IF_ERROR(CopyOnDevice(s, k->as<float>() + key_offsets[g],
+                                          keys.as<float>() + old_koff[g],
+                                          length * key_dims[g] * sizeof(float)));
+      KVFOLD_RETURN_IF_ERROR(CopyOnDevice(s, v->as<float>() + value_offsets[g],
+                                          values.as<float>() + old_voff[g],
+                                          length * value_dims[g] * sizeof(float)));
     }
+    std::memcpy(p.as<int32_t>() + g * cap_new, positions.as<int32_t>() + g * old,
+                length * sizeof(int32_t));
   }
   keys = std::move(*k);
   values = std::move(*v);
   positions = std::move(p);
+  cap = cap_new;
   return absl::OkStatus();
 }
 
-absl::Status LayerSlots::AppendChunk(const CacheShape& shape, const float* k,
+absl::Status LayerSlots::AppendChunk(const CacheShape& shape, int layer, const float* k,
                                      const float* v, const int32_t* pos,
                                      int64_t n) {
   // Geometric growth keeps appends amortised O(1).
   if (length + n > capacity()) {
     KVFOLD_RETURN_IF_ERROR(
-        Reserve(shape, std::max<int64_t>(length + n, capacity() * 2)));
+        Reserve(shape, layer, std::max<int64_t>(length + n, capacity() * 2)));
   }
-  const int64_t h = shape.kv_heads, d = shape.head_dim, cap = capacity();
-  // [n, heads, d] -> [heads, slots, d]
-  KVFOLD_RETURN_IF_ERROR(AppendKv(shape.stream, k, v, n, h, d, keys.as<float>(),
-                                  values.as<float>(), cap, length));
+  const int64_t h = shape.kv_heads, d = shape.head_dim;
+  if (shape.features == nullptr) {
+    // [n, heads, d] -> [heads, slots, d]
+    KVFOLD_RETURN_IF_ERROR(AppendKv(shape.stream, k, v, n, h, d, keys.as<float>(),
+                                    values.as<float>(), cap, length));
+  } else {
+    for (int64_t g = 0; g < h; ++g) {
+      const ProjectedHead& p = shape.features->head(layer, g);
+      FeatureLayout::Project(p.key_rows.data(), p.key_dim, d, k + g * d, h * d, n,
+                             head_keys(g) + length * p.key_dim, p.key_dim);
+      FeatureLayout::Project(p.value_rows.data(), p.value_dim, d, v + g * d, h * d, n,
+                             head_values(g) + length * p.value_dim, p.value_dim);
+    }
+  }
   for (int64_t g = 0; g < h; ++g) {
     std::copy(pos, pos + n, positions.as<int32_t>() + g * cap + length);
   }
   length += n;
   return absl::OkStatus();
+}
+
+LayerView LayerSlots::View() const {
+  LayerView view{keys.as<float>(), values.as<float>(), positions.as<int32_t>(),
+                 length, cap};
+  if (!key_offsets.empty() && keys.shape().size() == 1) {  // packed (projected) heads
+    view.key_offsets = key_offsets.data();
+    view.value_offsets = value_offsets.data();
+  }
+  return view;
 }
 
 LayerSlots LayerSlots::Copy() const {
@@ -63,6 +118,11 @@ LayerSlots LayerSlots::Copy() const {
     c.positions = positions.Copy();
   }
   c.length = length;
+  c.cap = cap;
+  c.key_dims = key_dims;
+  c.value_dims = value_dims;
+  c.key_offsets = key_offsets;
+  c.value_offsets = value_offsets;
   return c;
 }
 
@@ -93,14 +153,10 @@ absl::Status FullKvCache::Append(int layer, const float* k, const float* v,
   if (layer < 0 || layer >= shape_.num_layers) {
     return absl::InvalidArgumentError(absl::StrCat("no cache layer ", layer));
   }
-  return layers_[layer].AppendChunk(shape_, k, v, positions, n);
+  return layers_[layer].AppendChunk(shape_, layer, k, v, positions, n);
 }
 
-LayerView FullKvCache::View(int layer) const {
-  const LayerSlots& s = layers_[layer];
-  return {s.keys.as<float>(), s.values.as<float>(), s.positions.as<int32_t>(),
-          s.length, s.capacity()};
-}
+LayerView FullKvCache::View(int layer) const { return layers_[layer].View(); }
 
 int64_t FullKvCache::tokens_seen() const {
   return layers_.empty() ? 0 : layers_[0].length;

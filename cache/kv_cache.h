@@ -18,6 +18,8 @@
 
 namespace kvfold {
 
+class FeatureLayout;  // cache/matryoshka.h
+
 struct CacheShape {
   int64_t num_layers = 0;
   int64_t kv_heads = 0;
@@ -28,6 +30,13 @@ struct CacheShape {
   // Where keys and values live and the cache's copies run (a CUDA stream
   // keeps them in device memory; positions and scores stay on the host).
   Stream stream;
+  // MatryoshkaKV: the projected features each (layer, KV head) caches; null
+  // when every head caches head_dim features of keys and of values.
+  std::shared_ptr<const FeatureLayout> features;
+  int64_t kv_head_begin = 0;  // the model's first KV head this cache holds (TP)
+
+  int64_t key_dim(int64_t layer, int64_t head) const;
+  int64_t value_dim(int64_t layer, int64_t head) const;
 };
 
 // What attention reads for one layer.
@@ -37,6 +46,11 @@ struct LayerView {
   const int32_t* positions = nullptr;  // [kv_heads, stride], absolute (host)
   int64_t length = 0;             // slots in use (the chunk's are the last)
   int64_t stride = 0;             // slots allocated per head
+  // Projected features (CacheShape::features): head h's keys are
+  // [stride, key_dim(h)] from keys + key_offsets[h], its values likewise;
+  // null otherwise.
+  const int64_t* key_offsets = nullptr;
+  const int64_t* value_offsets = nullptr;
 };
 
 // Statistics of one chunk's attention over a layer's cache.
@@ -48,20 +62,31 @@ struct ChunkStats {
 
 // The slots of one layer. Positions are per head so that policies selecting
 // different tokens per KV head can keep them.
+//
+// Head h's keys are [capacity, key_dims[h]] from keys + key_offsets[h]:
+// [kv_heads, capacity, head_dim] without projected features, packed head
+// after head (host memory) with them. Values likewise.
 struct LayerSlots {
-  Tensor keys;       // [kv_heads, capacity, head_dim] on shape.stream's device
-  Tensor values;     // [kv_heads, capacity, head_dim] on shape.stream's device
+  Tensor keys;       // on shape.stream's device
+  Tensor values;     // on shape.stream's device
   Tensor positions;  // [kv_heads, capacity] i32, absolute, on the host
   int64_t length = 0;
+  int64_t cap = 0;
+  std::vector<int64_t> key_dims, value_dims;        // per KV head
+  std::vector<int64_t> key_offsets, value_offsets;  // per KV head, in floats
 
-  int64_t capacity() const { return keys.empty() ? 0 : keys.dim(1); }
+  int64_t capacity() const { return cap; }
+  float* head_keys(int64_t h) { return keys.as<float>() + key_offsets[h]; }
+  float* head_values(int64_t h) { return values.as<float>() + value_offsets[h]; }
   // Grows capacity to exactly `slots` if it is smaller, keeping the first
-  // `length` slots.
-  absl::Status Reserve(const CacheShape& shape, int64_t slots);
-  // Copies a chunk k, v: [n, kv_heads, head_dim] into slots [length, length+n),
-  // growing capacity geometrically when needed.
-  absl::Status AppendChunk(const CacheShape& shape, const float* k,
+  // `length` slots. `layer` picks the feature widths from the shape.
+  absl::Status Reserve(const CacheShape& shape, int layer, int64_t slots);
+  // Copies a chunk k, v: [n, kv_heads, head_dim] into slots [length, length+n)
+  // (projecting them when the shape has projected features), growing
+  // capacity geometrically when needed.
+  absl::Status AppendChunk(const CacheShape& shape, int layer, const float* k,
                            const float* v, const int32_t* positions, int64_t n);
+  LayerView View() const;
   LayerSlots Copy() const;
 };
 

@@ -15,13 +15,16 @@
 #include <numeric>
 
 #include "cache/compressors.h"
+#include "cache/matryoshka.h"
 
 namespace kvfold {
 
 namespace {
 
-double Cosine(const float* a, const float* b, int64_t d) {
-  double ab = 0, aa = 0, bb = 0;
+// Cosine similarity of two keys; `offset_sq` (MatryoshkaKV's |mu_perp_k|^2,
+// else 0) makes it that of the keys the projected ones reconstruct.
+double Cosine(const float* a, const float* b, int64_t d, double offset_sq) {
+  double ab = offset_sq, aa = offset_sq, bb = offset_sq;
   for (int64_t t = 0; t < d; ++t) {
     ab += double(a[t]) * b[t];
     aa += double(a[t]) * a[t];
@@ -59,10 +62,12 @@ class KVMergerCompressor : public Compressor {
  private:
   void CompressHead(LayerState& layer, const CompressRequest& r,
                     int64_t g) const {
-    const int64_t n = layer.slots.length, d = r.shape->head_dim;
-    const int64_t cap = layer.slots.capacity();
-    float* keys = layer.slots.keys.as<float>() + g * cap * d;
-    float* values = layer.slots.values.as<float>() + g * cap * d;
+    const int64_t n = layer.slots.length, cap = layer.slots.capacity();
+    const Dims d{layer.slots.key_dims[g], layer.slots.value_dims[g]};
+    const double offset_sq =
+        r.shape->features ? r.shape->features->head(r.layer, g).key_offset_sq : 0.0;
+    float* keys = layer.slots.head_keys(g);
+    float* values = layer.slots.head_values(g);
     int32_t* pos = layer.slots.positions.as<int32_t>() + g * cap;
     float* score = layer.head_scores(g);
 
@@ -87,7 +92,8 @@ class KVMergerCompressor : public Compressor {
     std::vector<std::pair<double, int64_t>> pairs;  // (cos, i): pair i, i+1
     for (int64_t i = 0; i + 1 < n; ++i) {
       if (!prot[i] && !prot[i + 1]) {
-        pairs.emplace_back(Cosine(keys + i * d, keys + (i + 1) * d, d), i);
+        pairs.emplace_back(Cosine(keys + i * d.k, keys + (i + 1) * d.k, d.k, offset_sq),
+                           i);
       }
     }
     std::partial_sort(pairs.begin(), pairs.begin() + splits, pairs.end());
@@ -96,7 +102,7 @@ class KVMergerCompressor : public Compressor {
 
     // Merge each set into the next output slot. Set t starts at or after
     // slot t, so writing slot t never clobbers an unread slot.
-    std::vector<float> k_out(d), v_out(d), w;
+    std::vector<float> k_out(d.k), v_out(d.v), w;
     int64_t out = 0;
     for (int64_t begin = 0; begin < n;) {
       int64_t end = begin + 1;
@@ -109,8 +115,17 @@ class KVMergerCompressor : public Compressor {
     }
   }
 
+  // Features per slot of keys and of values (MatryoshkaKV ranks, else
+  // head_dim both). Merging averages projected slots as it would full ones:
+  // the weights sum to 1, so the result is the projection of the average.
+  // (SCALED_BY_SIZE values are the exception: |S| times the projection,
+  // whose reconstruction misses (|S| - 1) mu_perp_v.)
+  struct Dims {
+    int64_t k, v;
+  };
+
   void MergeSet(float* keys, float* values, int32_t* pos, float* score,
-                int64_t d, int64_t begin, int64_t end, int64_t out,
+                Dims d, int64_t begin, int64_t end, int64_t out,
                 std::vector<float>& k_out, std::vector<float>& v_out,
                 std::vector<float>& w) const {
     int64_t pivot = begin;
@@ -121,21 +136,22 @@ class KVMergerCompressor : public Compressor {
     }
     if (end - begin == 1) {
       if (out != begin) {
-        std::copy_n(keys + begin * d, d, keys + out * d);
-        std::copy_n(values + begin * d, d, values + out * d);
+        std::copy_n(keys + begin * d.k, d.k, keys + out * d.k);
+        std::copy_n(values + begin * d.v, d.v, values + out * d.v);
         pos[out] = pos[begin];
         score[out] = score[begin];
       }
       return;
     }
-    // Gaussian kernel of the squared distance to the pivot key.
-    const float* kp = keys + pivot * d;
+    // Gaussian kernel of the squared distance to the pivot key (projection
+    // by orthonormal rows keeps distances between reconstructions).
+    const float* kp = keys + pivot * d.k;
     w.assign(end - begin, 0.0f);
     double wsum = 0;
     for (int64_t i = begin; i < end; ++i) {
       double dist2 = 0;
-      for (int64_t t = 0; t < d; ++t) {
-        const double diff = double(kp[t]) - keys[i * d + t];
+      for (int64_t t = 0; t < d.k; ++t) {
+        const double diff = double(kp[t]) - keys[i * d.k + t];
         dist2 += diff * diff;
       }
       const double gi = std::exp(-dist2 / (2.0 * p_.sigma * p_.sigma));
@@ -148,14 +164,12 @@ class KVMergerCompressor : public Compressor {
     std::fill(v_out.begin(), v_out.end(), 0.0f);
     for (int64_t i = begin; i < end; ++i) {
       const float wi = static_cast<float>(w[i - begin] / wsum);
-      for (int64_t t = 0; t < d; ++t) {
-        k_out[t] += wi * keys[i * d + t];
-        v_out[t] += wi * values[i * d + t];
-      }
+      for (int64_t t = 0; t < d.k; ++t) k_out[t] += wi * keys[i * d.k + t];
+      for (int64_t t = 0; t < d.v; ++t) v_out[t] += wi * values[i * d.v + t];
     }
-    for (int64_t t = 0; t < d; ++t) v_out[t] *= vscale;
-    std::copy(k_out.begin(), k_out.end(), keys + out * d);
-    std::copy(v_out.begin(), v_out.end(), values + out * d);
+    for (float& x : v_out) x *= vscale;
+    std::copy(k_out.begin(), k_out.end(), keys + out * d.k);
+    std::copy(v_out.begin(), v_out.end(), values + out * d.v);
     pos[out] = pos[pivot];
     score[out] = static_cast<float>(total);
   }

@@ -19,6 +19,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cache/compressors.h"
+#include "cache/matryoshka.h"
 #include "kernels/ops.h"
 #include "kernels/status_macros.h"
 
@@ -107,13 +108,16 @@ class LoCoCoCompressor : public Compressor {
           " (calibrated for ", p_->slots, ")"));
     }
     // Working memory: X [2d, rest], its columns [rest, in], the weights
-    // [mc, rest] and the fused slots [mc, 2d].
+    // [mc, rest], the fused slots [mc, 2d] and, for projected features, a
+    // reconstructed key or value [rest, d].
     std::vector<float>& buf = *r.scratch;
-    buf.resize(w.channels * w.rest + w.rest * w.in + w.mc * w.rest + w.mc * w.channels);
+    buf.resize(w.channels * w.rest + w.rest * w.in + w.mc * w.rest + w.mc * w.channels +
+               (r.shape->features ? w.rest * w.d : 0));
     w.x = buf.data();
     w.cols = w.x + w.channels * w.rest;
     w.weights = w.cols + w.rest * w.in;
     w.fused = w.weights + w.mc * w.rest;
+    w.full = w.fused + w.mc * w.channels;
     for (int64_t g = 0; g < r.shape->kv_heads; ++g) {
       KVFOLD_RETURN_IF_ERROR(CompressHead(layer, r, g, w));
     }
@@ -129,7 +133,25 @@ class LoCoCoCompressor : public Compressor {
     float* cols;     // [rest, in]
     float* weights;  // [mc, rest]
     float* fused;    // [mc, channels]
+    float* full;     // [rest, d] (projected features only)
   };
+
+  // X[c, t] = the c-th feature of `rows[others[t]]` (n features each, c from
+  // `first`); projected features are reconstructed in the full head_dim
+  // first: the conv was calibrated on full keys and values.
+  static void GatherColumns(const float* rows, int64_t n, const std::vector<int64_t>& others,
+                            const float* basis, const float* offset, const Work& s,
+                            int64_t first) {
+    const int64_t rest = s.rest, d = s.d;
+    for (int64_t t = 0; t < rest; ++t) {
+      const float* src = rows + others[t] * n;
+      if (basis != nullptr) {
+        FeatureLayout::Reconstruct(basis, n, d, offset, src, n, 1, s.full + t * d, d);
+        src = s.full + t * d;
+      }
+      for (int64_t c = 0; c < d; ++c) s.x[(first + c) * rest + t] = src[c];
+    }
+  }
 
   absl::Status CompressHead(LayerState& layer, const CompressRequest& r,
                             int64_t g, const Work& s) const {
@@ -138,8 +160,11 @@ class LoCoCoCompressor : public Compressor {
     const int64_t length = s.length, d = s.d, mc = s.mc, keep = s.keep;
     const int64_t rest = s.rest, channels = s.channels, in = s.in;
     const int64_t cap = layer.slots.capacity();
-    float* keys = layer.slots.keys.as<float>() + g * cap * d;
-    float* values = layer.slots.values.as<float>() + g * cap * d;
+    const int64_t dk = layer.slots.key_dims[g], dv = layer.slots.value_dims[g];
+    float* keys = layer.slots.head_keys(g);
+    float* values = layer.slots.head_values(g);
+    const ProjectedHead* proj =
+        r.shape->features ? &r.shape->features->head(r.layer, g) : nullptr;
     int32_t* pos = layer.slots.positions.as<int32_t>() + g * cap;
     const float* hh = r.col_sums + g * length;
 
@@ -157,14 +182,10 @@ class LoCoCoCompressor : public Compressor {
     }
     const std::vector<int64_t> sel = TopKAscending(others_hh.data(), rest, mc);
 
-    for (int64_t t = 0; t < rest; ++t) {
-      const float* k = keys + others[t] * d;
-      const float* v = values + others[t] * d;
-      for (int64_t c = 0; c < d; ++c) {
-        s.x[c * rest + t] = k[c];
-        s.x[(d + c) * rest + t] = v[c];
-      }
-    }
+    GatherColumns(keys, dk, others, proj ? proj->key_rows.data() : nullptr,
+                  proj ? proj->key_offset.data() : nullptr, s, 0);
+    GatherColumns(values, dv, others, proj ? proj->value_rows.data() : nullptr,
+                  proj ? proj->value_offset.data() : nullptr, s, d);
     KVFOLD_RETURN_IF_ERROR(
         Im2Col1d(stream, s.x, channels, rest, p_->kernel, s.cols, in));
     const float* bias = w.conv_bias.as<float>();
@@ -181,9 +202,18 @@ class LoCoCoCompressor : public Compressor {
       for (int64_t t = 0; t < rest; ++t) row[t] *= w.alpha;
       row[sel[i]] += 1.0f - w.alpha;
     }
-    // fused [mc, 2d] = weights [mc, rest] . X[2d, rest]^T
+    // fused [mc, 2d] = weights [mc, rest] . X[2d, rest]^T. Projected: the
+    // same weights (each row sums to 1) over the cached features, which is
+    // the projection of the fused reconstructions.
+    const int64_t fused_channels = dk + dv;
+    if (proj != nullptr) {
+      for (int64_t t = 0; t < rest; ++t) {
+        for (int64_t c = 0; c < dk; ++c) s.x[c * rest + t] = keys[others[t] * dk + c];
+        for (int64_t c = 0; c < dv; ++c) s.x[(dk + c) * rest + t] = values[others[t] * dv + c];
+      }
+    }
     KVFOLD_RETURN_IF_ERROR(MatMulNT(stream, s.weights, rest, s.x, rest, s.fused,
-                                    channels, mc, channels, rest, false));
+                                    fused_channels, mc, fused_channels, rest, false));
 
     // Heavy hitters to the front (heavy[i] >= i: nothing unread is
     // overwritten), then the fused slots.
@@ -191,14 +221,15 @@ class LoCoCoCompressor : public Compressor {
     for (int64_t i = 0; i < mc; ++i) fused_pos[i] = pos[others[sel[i]]];
     for (int64_t i = 0; i < keep; ++i) {
       if (heavy[i] == i) continue;
-      std::memcpy(keys + i * d, keys + heavy[i] * d, d * sizeof(float));
-      std::memcpy(values + i * d, values + heavy[i] * d, d * sizeof(float));
+      std::memcpy(keys + i * dk, keys + heavy[i] * dk, dk * sizeof(float));
+      std::memcpy(values + i * dv, values + heavy[i] * dv, dv * sizeof(float));
       pos[i] = pos[heavy[i]];
     }
     for (int64_t i = 0; i < mc; ++i) {
-      std::memcpy(keys + (keep + i) * d, s.fused + i * channels, d * sizeof(float));
-      std::memcpy(values + (keep + i) * d, s.fused + i * channels + d,
-                  d * sizeof(float));
+      std::memcpy(keys + (keep + i) * dk, s.fused + i * fused_channels,
+                  dk * sizeof(float));
+      std::memcpy(values + (keep + i) * dv, s.fused + i * fused_channels + dk,
+                  dv * sizeof(float));
       pos[keep + i] = fused_pos[i];
     }
     return absl::OkStatus();

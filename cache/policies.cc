@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "cache/compressed_cache.h"
 #include "cache/compressors.h"
+#include "kernels/status_macros.h"
 
 namespace kvfold {
 
@@ -68,9 +69,41 @@ absl::StatusOr<Resolved> ResolveLoCoCo(const CacheConfig& c, int64_t num_layers,
   return r;
 }
 
+// The MatryoshkaKV allocation a config picks (-1: no projection).
+absl::StatusOr<int> ResolveFeatures(const CacheConfig& c, int64_t num_layers,
+                                    const LearnedParams& learned) {
+  const MatryoshkaParams* p = learned.matryoshka.get();
+  const double budget = c.feature_budget();
+  if (p == nullptr) {
+    if (budget == 0) return -1;
+    return absl::InvalidArgumentError(absl::StrCat(
+        "feature_budget ", budget, " needs MatryoshkaKV projections: --compressor=PATH "
+        "(made by kvfold calibrate --method=pca)"));
+  }
+  if (p->num_layers != num_layers) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the MatryoshkaKV projections have ", p->num_layers, " layers but the model has ",
+        num_layers));
+  }
+  if (c.has_streaming() && c.streaming().reindex_positions()) {
+    return Invalid("streaming", "reindex_positions re-rotates cached keys, which "
+                                "MatryoshkaKV stores projected after RoPE: drop one of them");
+  }
+  if (budget == 0) {
+    if (p->budgets.size() == 1) return 0;
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the MatryoshkaKV projections store several rank allocations: choose one with "
+        "--feature_budget (", p->BudgetList(), ")"));
+  }
+  return p->Allocation(budget);
+}
+
 absl::StatusOr<Resolved> Resolve(const CacheConfig& c, int64_t num_layers,
                                  int64_t max_chunk, const LearnedParams& learned) {
   const std::string name = PolicyName(c);
+  if (absl::StatusOr<int> f = ResolveFeatures(c, num_layers, learned); !f.ok()) {
+    return f.status();
+  }
   if (c.policy_case() != CacheConfig::kLococo && learned.lococo != nullptr) {
     return Invalid(name, "a LoCoCo compressor (--compressor) applies to --cache=lococo only");
   }
@@ -246,8 +279,27 @@ absl::StatusOr<std::unique_ptr<KvCache>> MakeCache(
                    absl::StrCat("the compressor was calibrated for head_dim ",
                                 learned.lococo->head_dim, ", the model has ", shape.head_dim));
   }
+  CacheShape projected = shape;
+  if (absl::StatusOr<int> a = ResolveFeatures(config, shape.num_layers, learned);
+      !a.ok()) {
+    return a.status();
+  } else if (*a >= 0) {
+    const MatryoshkaParams& p = *learned.matryoshka;
+    if (p.head_dim != shape.head_dim) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the MatryoshkaKV projections are for head_dim ", p.head_dim,
+          ", the model has ", shape.head_dim));
+    }
+    if (shape.stream.device.kind != Device::Kind::kCpu) {
+      return absl::UnimplementedError(
+          "MatryoshkaKV projections (--feature_budget) run on the CPU backend only so "
+          "far: run with --device=cpu");
+    }
+    KVFOLD_ASSIGN_OR_RETURN(projected.features,
+                            FeatureLayout::Make(p, *a, shape.kv_head_begin, shape.kv_heads));
+  }
   if (r->compressor == nullptr) {
-    return std::unique_ptr<KvCache>(std::make_unique<FullKvCache>(shape));
+    return std::unique_ptr<KvCache>(std::make_unique<FullKvCache>(projected));
   }
   if (r->compressor->NeedsHostKeys() &&
       shape.stream.device.kind != Device::Kind::kCpu) {
@@ -263,7 +315,7 @@ absl::StatusOr<std::unique_ptr<KvCache>> MakeCache(
   double bytes = 0;
   for (int64_t b : r->budgets) {
     bytes += 8.0 * (b + r->compressor->Slack() + max_chunk) * shape.kv_heads *
-             shape.head_dim;
+             shape.head_dim;  // an upper bound with projected features
   }
   const double physical = double(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGE_SIZE);
   if (physical > 0 && bytes > physical) {
@@ -278,7 +330,7 @@ absl::StatusOr<std::unique_ptr<KvCache>> MakeCache(
                    "reindex_positions needs the model's RoPE frequencies");
   }
   return std::unique_ptr<KvCache>(std::make_unique<CompressedKvCache>(
-      shape, std::move(r->budgets), max_chunk, std::move(r->compressor)));
+      projected, std::move(r->budgets), max_chunk, std::move(r->compressor)));
 }
 
 std::string PolicyName(const CacheConfig& config) {

@@ -12,6 +12,7 @@
 #include "cache/cache_config.pb.h"
 #include "cache/kv_cache.h"
 #include "cache/lococo.h"
+#include "cache/matryoshka.h"
 
 namespace kvfold {
 
@@ -19,6 +20,7 @@ namespace kvfold {
 // members when there is none.
 struct LearnedParams {
   std::shared_ptr<const LoCoCoParams> lococo;
+  std::shared_ptr<const MatryoshkaParams> matryoshka;  // validated
 };
 
 // Every check of a config that needs only the layer count, the longest

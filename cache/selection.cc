@@ -108,7 +108,7 @@ class StreamingCompressor : public Compressor {
     }
     Stream cpu;
     cpu.device = Device::Cpu();
-    float* k = layer.slots.keys.as<float>() + g * layer.slots.capacity() * d;
+    float* k = layer.slots.head_keys(g);  // full head_dim (no projection)
     // Validated at creation: the shape carries the frequencies.
     return ApplyRope(cpu, k, delta.data(), r.shape->rope_inv_freq.data(),
                      static_cast<int64_t>(keep.size()), 1, d);

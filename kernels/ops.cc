@@ -157,6 +157,12 @@ absl::Status Attention(const Stream& s, const AttentionArgs& a) {
     return absl::InvalidArgumentError(
         "attention: need 0 <= causal_offset < num_keys <= kv_stride");
   }
+  if (a.value_dim != 0 && a.value_dim != a.head_dim &&
+      s.device.kind != Device::Kind::kCpu) {
+    return absl::UnimplementedError(
+        "attention: values of another width than the keys (MatryoshkaKV) run on the "
+        "CPU backend only so far");
+  }
   KVFOLD_DISPATCH(Attention, a);
 }
 

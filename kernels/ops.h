@@ -136,7 +136,11 @@ struct AttentionArgs {
   int64_t causal_offset = 0;
   int64_t q_heads = 0;
   int64_t kv_heads = 0;
-  int64_t head_dim = 0;
+  int64_t head_dim = 0;       // features of queries and keys
+  // Features of values and of the output (0 = head_dim): v is then
+  // [kv_heads, kv_stride, value_dim], out [num_queries, q_heads, value_dim].
+  // CPU only (MatryoshkaKV's projected values).
+  int64_t value_dim = 0;
   float scale = 1.0f;         // multiplies q.k (usually 1/sqrt(head_dim))
 };
 absl::Status Attention(const Stream& s, const AttentionArgs& a);

@@ -30,7 +30,7 @@ bool SetWindow(CacheConfig& c, int32_t window) {
 
 }  // namespace
 
-absl::StatusOr<CacheConfig> CacheConfigFromFlags() {
+absl::StatusOr<CacheConfig> CacheConfigFromFlags(bool lococo_file) {
   CacheConfig c;
   const std::string file = absl::GetFlag(FLAGS_cache_config);
   if (!file.empty()) {
@@ -52,8 +52,7 @@ absl::StatusOr<CacheConfig> CacheConfigFromFlags() {
     }
   }
   // A compressor file names its method: it selects the policy if none was.
-  if (!absl::GetFlag(FLAGS_compressor).empty() &&
-      c.policy_case() == CacheConfig::POLICY_NOT_SET) {
+  if (lococo_file && c.policy_case() == CacheConfig::POLICY_NOT_SET) {
     c.mutable_lococo();
   }
   const int32_t slots = absl::GetFlag(FLAGS_cache_slots);
@@ -100,6 +99,14 @@ absl::StatusOr<CacheConfig> CacheConfigFromFlags() {
           "--cache_buffer applies to --cache=lococo only, not ", PolicyName(c)));
     }
     c.mutable_lococo()->set_buffer(buffer);
+  }
+  const double feature_budget = absl::GetFlag(FLAGS_feature_budget);
+  if (feature_budget != 0) {
+    if (!(feature_budget > 0 && feature_budget <= 1)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--feature_budget must be in (0, 1], got ", feature_budget));
+    }
+    c.set_feature_budget(feature_budget);
   }
   const std::string mode = absl::GetFlag(FLAGS_question_mode);
   if (mode == "aware") {

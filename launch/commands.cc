@@ -85,17 +85,25 @@ absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
                   .cache = {}};
   o.batch = absl::GetFlag(FLAGS_batch);
   KVFOLD_RETURN_IF_ERROR(AsFlagError(ValidateEngineOptions(o)));
-  KVFOLD_ASSIGN_OR_RETURN(o.cache, CacheConfigFromFlags());
-  const std::string compressor = absl::GetFlag(FLAGS_compressor);
-  if (!compressor.empty()) {
+  // --compressor=A[,B]: at most one file per method (a LoCoCo module and
+  // MatryoshkaKV projections compose).
+  for (absl::string_view path :
+       absl::StrSplit(absl::GetFlag(FLAGS_compressor), ',', absl::SkipEmpty())) {
     absl::StatusOr<std::shared_ptr<const CompressorFile>> file =
-        LoadCompressorFile(compressor);
+        LoadCompressorFile(std::string(path));
     if (!file.ok()) {
       return absl::Status(file.status().code(),
                           absl::StrCat("--compressor: ", file.status().message()));
     }
-    o.compressor = *std::move(file);
+    auto& slot = (*file)->method == "matryoshka" ? o.projection : o.compressor;
+    if (slot != nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--compressor: ", slot->path, " and ", path, " are both ", (*file)->method,
+          " files; give one per method"));
+    }
+    slot = *std::move(file);
   }
+  KVFOLD_ASSIGN_OR_RETURN(o.cache, CacheConfigFromFlags(o.compressor != nullptr));
   return o;
 }
 

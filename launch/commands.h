@@ -25,8 +25,10 @@ class Ranks;
 // Prefixes "--" to a validation message, which names the field as its flag.
 absl::Status AsFlagError(const absl::Status& s);
 
-// The --cache* flags (cache_flags.cc).
-absl::StatusOr<CacheConfig> CacheConfigFromFlags();
+// The --cache* flags and --feature_budget (cache_flags.cc). A LoCoCo
+// compressor file (`lococo_file`) selects --cache=lococo when no policy is
+// named.
+absl::StatusOr<CacheConfig> CacheConfigFromFlags(bool lococo_file);
 
 // Engine options from --threads, --prefill_chunk and the --cache* flags,
 // checked as far as possible without a model (done before a possibly large
@@ -70,6 +72,8 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> StartModel(Ranks& ranks, absl::Statu
 // generate.cc: run on every rank of the job (launch/ranks.h).
 absl::Status RunGenerate(Ranks& ranks);  // flags: --model --ids|--text..., sampling
 absl::Status RunScore(Ranks& ranks);     // flags: --model --ids|--text...
+// calibrate.cc: MatryoshkaKV projections by PCA (--method=pca --output ...).
+absl::Status RunCalibrate(Ranks& ranks);
 absl::Status RunBenchTp(Ranks& ranks);   // bench_tp.cc: --shape --prefill_tokens ...
 absl::Status RunBench();       // flags: --shape --prefill_tokens ...
 absl::Status RunBenchCache();  // flags: --cache* --doc_lengths ...

@@ -70,8 +70,13 @@ ABSL_FLAG(std::string, cache_config, "",
           "text-format CacheConfig file (cache/cache_config.proto); --cache* "
           "flags override its fields");
 ABSL_FLAG(std::string, compressor, "",
-          "a calibrated compressor file (tools/calibrate/calibrate.py) for "
-          "--cache=lococo; selects lococo when --cache is not given");
+          "learned compressor files, comma separated, at most one per method: "
+          "a LoCoCo module (tools/calibrate/calibrate.py; selects --cache=lococo "
+          "when --cache is not given) and/or MatryoshkaKV projections (kvfold "
+          "calibrate --method=pca, tools/calibrate/matryoshka_calibrate.py)");
+ABSL_FLAG(double, feature_budget, 0,
+          "MatryoshkaKV: fraction of key/value features kept, one of the rank "
+          "allocations stored in the projection file (0: its only one)");
 ABSL_FLAG(int32_t, cache_buffer, -1,
           "lococo: slots a layer may hold past M before it is compressed "
           "(default: the compressor's calibration buffer, 16)");
@@ -135,6 +140,10 @@ constexpr char kUsage[] =
     "            device's copy bandwidth and bf16 GEMM peak (random models)\n"
     "  tokenize  --model=DIR (--text=...|--text_file=F) [--chat=...] ids\n"
     "            of a text, or (--ids=...) the text of ids; prints JSON\n"
+    "  calibrate --method=pca --model=DIR --text_file=F|--ids=... --output=FILE\n"
+    "            [--rank_budgets=1,0.75,0.5,0.25 --rank_granularity=G]\n"
+    "            MatryoshkaKV projections: PCA of post-RoPE keys and values\n"
+    "            per layer and KV head (under mpirun --tp=T: each rank its heads)\n"
     "  bench_tokenizer --tokenizer=DIR --text_file=F [--repeats --ids_out]\n"
     "            encode MB/s of tokenizer.json on a text (one core)\n\n"
     "Device: --device=auto|cpu|cuda|cuda:N --dtype=auto|f32|bf16|f16\n\n"
@@ -144,7 +153,9 @@ constexpr char kUsage[] =
     "KV cache (run, generate, score): --cache=full|streaming|h2o|snapkv|\n"
     "  pyramidkv|kvmerger --cache_slots=N [--cache_window --cache_sinks\n"
     "  --cache_layer_slots --cache_config=FILE --question_mode=agnostic|aware]\n"
-    "  --cache=lococo --compressor=FILE [--cache_slots=M --cache_buffer=B]\n\n"
+    "  --cache=lococo --compressor=FILE [--cache_slots=M --cache_buffer=B]\n"
+    "  MatryoshkaKV, with any of them: --compressor=PROJ[,LOCOCO]\n"
+    "  --feature_budget=F\n\n"
     "Run `kvfold --helpfull` for every flag.";
 
 }  // namespace
@@ -173,6 +184,7 @@ int main(int argc, char** argv) {
       {"bench_gpu", alone(kvfold::RunBenchGpu)},
       {"bench_tp", kvfold::RunBenchTp},
       {"bench_tokenizer", alone(kvfold::RunBenchTokenizer)},
+      {"calibrate", kvfold::RunCalibrate},
   };
   auto run = kCommands.find(command);
   if (run == kCommands.end()) {

@@ -4,6 +4,9 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "kernels/status_macros.h"
 #include "models/safetensors.h"
 
@@ -100,7 +103,126 @@ absl::StatusOr<std::shared_ptr<const LoCoCoParams>> ReadLoCoCo(
   return std::shared_ptr<const LoCoCoParams>(std::move(p));
 }
 
+absl::StatusOr<std::vector<double>> ParseBudgets(const std::string& path,
+                                                 const std::string& text) {
+  std::vector<double> out;
+  for (absl::string_view item : absl::StrSplit(text, ',')) {
+    double v;
+    if (!absl::SimpleAtod(item, &v)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": rank_budgets item \"", item, "\" is not a number"));
+    }
+    out.push_back(v);
+  }
+  return out;
+}
+
+absl::StatusOr<std::shared_ptr<const MatryoshkaParams>> ReadMatryoshka(
+    const SafetensorsFile& file, const Fields& f, const CalibratedFor& m) {
+  const std::string& path = file.path();
+  auto p = std::make_shared<MatryoshkaParams>();
+  p->num_layers = m.num_layers;
+  p->kv_heads = m.num_kv_heads;
+  p->head_dim = m.head_dim;
+  // Sizes before any tensor is read with them (a hostile header could
+  // otherwise ask for huge allocations).
+  if (m.num_layers < 1 || m.num_layers > 4096 || m.num_kv_heads < 1 ||
+      m.num_kv_heads > 4096 || m.head_dim < 1 || m.head_dim > 1024) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": model sizes out of range (layers ", m.num_layers, ", KV heads ",
+        m.num_kv_heads, ", head_dim ", m.head_dim, ")"));
+  }
+  KVFOLD_ASSIGN_OR_RETURN(std::string budgets, f.Text("rank_budgets"));
+  KVFOLD_ASSIGN_OR_RETURN(p->budgets, ParseBudgets(path, budgets));
+  if (p->budgets.size() > 256) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": more than 256 rank_budgets"));
+  }
+  for (size_t a = 0; a < p->budgets.size(); ++a) {
+    const std::string key = absl::StrCat("ranks.", a);
+    KVFOLD_ASSIGN_OR_RETURN(std::string text, f.Text(key));
+    std::vector<int32_t> ranks;
+    for (absl::string_view item : absl::StrSplit(text, ',')) {
+      int32_t r;
+      if (!absl::SimpleAtoi(item, &r)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            path, ": ", key, " item \"", item, "\" is not an integer"));
+      }
+      ranks.push_back(r);
+    }
+    p->ranks.push_back(std::move(ranks));
+  }
+  const int64_t h = m.num_kv_heads, d = m.head_dim;
+  auto copy = [](const Tensor& t, int64_t head, int64_t n) {
+    const float* x = t.as<float>() + head * n;
+    return std::vector<float>(x, x + n);
+  };
+  p->heads.resize(m.num_layers * h);
+  for (int64_t l = 0; l < m.num_layers; ++l) {
+    const std::string prefix = absl::StrCat("matryoshka.layers.", l, ".");
+    KVFOLD_ASSIGN_OR_RETURN(Tensor kb, file.LoadF32(prefix + "key_basis", {h, d, d}));
+    KVFOLD_ASSIGN_OR_RETURN(Tensor vb, file.LoadF32(prefix + "value_basis", {h, d, d}));
+    KVFOLD_ASSIGN_OR_RETURN(Tensor km, file.LoadF32(prefix + "key_mean", {h, d}));
+    KVFOLD_ASSIGN_OR_RETURN(Tensor vm, file.LoadF32(prefix + "value_mean", {h, d}));
+    for (int64_t g = 0; g < h; ++g) {
+      MatryoshkaParams::Head& x = p->heads[l * h + g];
+      x.key_basis = copy(kb, g, d * d);
+      x.value_basis = copy(vb, g, d * d);
+      x.key_mean = copy(km, g, d);
+      x.value_mean = copy(vm, g, d);
+    }
+  }
+  const size_t expected_tensors = 4 * m.num_layers;
+  if (file.tensors().size() != expected_tensors) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": holds ", file.tensors().size(), " tensors; ", m.num_layers,
+        " layers of MatryoshkaKV projections have ", expected_tensors));
+  }
+  if (absl::Status st = p->Validate(); !st.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", st.message()));
+  }
+  return std::shared_ptr<const MatryoshkaParams>(std::move(p));
+}
+
 }  // namespace
+
+absl::Status SaveMatryoshkaFile(const std::string& path, const MatryoshkaParams& p,
+                                const CalibratedFor& m,
+                                const std::map<std::string, std::string>& notes) {
+  KVFOLD_RETURN_IF_ERROR(p.Validate());
+  std::map<std::string, std::string> meta = notes;
+  meta["format"] = "kvfold-compressor";
+  meta["format_version"] = "1";
+  meta["method"] = "matryoshka";
+  meta["model.name"] = m.name;
+  meta["model.num_hidden_layers"] = absl::StrCat(m.num_layers);
+  meta["model.hidden_size"] = absl::StrCat(m.hidden_size);
+  meta["model.num_attention_heads"] = absl::StrCat(m.num_heads);
+  meta["model.num_key_value_heads"] = absl::StrCat(m.num_kv_heads);
+  meta["model.head_dim"] = absl::StrCat(m.head_dim);
+  meta["model.vocab_size"] = absl::StrCat(m.vocab_size);
+  meta["rank_budgets"] = absl::StrJoin(p.budgets, ",", [](std::string* out, double b) {
+    absl::StrAppend(out, absl::StrFormat("%.17g", b));  // reads back exactly
+  });
+  for (size_t a = 0; a < p.ranks.size(); ++a) {
+    meta[absl::StrCat("ranks.", a)] = absl::StrJoin(p.ranks[a], ",");
+  }
+  const int64_t h = p.kv_heads, d = p.head_dim;
+  std::vector<NamedTensor> tensors;
+  for (int64_t l = 0; l < p.num_layers; ++l) {
+    const std::string prefix = absl::StrCat("matryoshka.layers.", l, ".");
+    NamedTensor kb{prefix + "key_basis", {h, d, d}, {}}, vb{prefix + "value_basis", {h, d, d}, {}};
+    NamedTensor km{prefix + "key_mean", {h, d}, {}}, vm{prefix + "value_mean", {h, d}, {}};
+    for (int64_t g = 0; g < h; ++g) {
+      const MatryoshkaParams::Head& x = p.head(l, g);
+      kb.values.insert(kb.values.end(), x.key_basis.begin(), x.key_basis.end());
+      vb.values.insert(vb.values.end(), x.value_basis.begin(), x.value_basis.end());
+      km.values.insert(km.values.end(), x.key_mean.begin(), x.key_mean.end());
+      vm.values.insert(vm.values.end(), x.value_mean.begin(), x.value_mean.end());
+    }
+    for (NamedTensor* t : {&kb, &vb, &km, &vm}) tensors.push_back(std::move(*t));
+  }
+  return WriteSafetensorsF32(path, tensors, meta);
+}
 
 absl::StatusOr<std::shared_ptr<const CompressorFile>> LoadCompressorFile(
     const std::string& path) {
@@ -129,11 +251,15 @@ absl::StatusOr<std::shared_ptr<const CompressorFile>> LoadCompressorFile(
   KVFOLD_ASSIGN_OR_RETURN(m.head_dim, f.Int("model.head_dim"));
   KVFOLD_ASSIGN_OR_RETURN(m.vocab_size, f.Int("model.vocab_size"));
   KVFOLD_ASSIGN_OR_RETURN(out->method, f.Text("method"));
-  if (out->method != "lococo") {
+  if (out->method == "lococo") {
+    KVFOLD_ASSIGN_OR_RETURN(out->lococo, ReadLoCoCo(*file, f, m.num_layers));
+  } else if (out->method == "matryoshka") {
+    KVFOLD_ASSIGN_OR_RETURN(out->matryoshka, ReadMatryoshka(*file, f, m));
+  } else {
     return absl::InvalidArgumentError(absl::StrCat(
-        path, ": method \"", out->method, "\" is not one kvfold learns (lococo)"));
+        path, ": method \"", out->method,
+        "\" is not one kvfold learns (lococo, matryoshka)"));
   }
-  KVFOLD_ASSIGN_OR_RETURN(out->lococo, ReadLoCoCo(*file, f, m.num_layers));
   return std::shared_ptr<const CompressorFile>(std::move(out));
 }
 

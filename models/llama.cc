@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "cache/matryoshka.h"
 #include "kernels/status_macros.h"
 #include "kernels/thread_pool.h"
 
@@ -151,7 +152,11 @@ absl::Status LlamaModel::AttendRun(const Stream& s, int layer,
   a.kv_heads = slice_.kv_heads;
   a.head_dim = c.head_dim;
   a.scale = 1.0f / std::sqrt(float(c.head_dim));
-  KVFOLD_RETURN_IF_ERROR(kvfold::Attention(s, a));
+  if (const FeatureLayout* features = cache.shape().features.get()) {
+    KVFOLD_RETURN_IF_ERROR(ProjectedAttention(s, *features, layer, view, a));
+  } else {
+    KVFOLD_RETURN_IF_ERROR(kvfold::Attention(s, a));
+  }
   if (a.col_sums != nullptr && slice_.kv_replication > 1) {
     KVFOLD_RETURN_IF_ERROR(ShareColumnSums(s, view.length, sc));
   }

@@ -130,8 +130,10 @@ class LlamaModel {
   // The cache shape of this rank (its KV heads); the stream says where the
   // cache lives.
   CacheShape cache_shape(const Stream& stream) const {
-    return {config_.num_layers, slice_.kv_heads, config_.head_dim, inv_freq_,
-            stream};
+    CacheShape shape{config_.num_layers, slice_.kv_heads, config_.head_dim, inv_freq_,
+                     stream};
+    shape.kv_head_begin = slice_.kv_head_begin;
+    return shape;
   }
 
   // Runs `tokens` at absolute `positions` through the model on the stream

@@ -9,6 +9,8 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string_view>
@@ -499,6 +501,45 @@ absl::StatusOr<Tensor> WeightStore::LoadColsF32(const std::string& name,
   }
   bytes_read_ += out.numel() * elem;
   return out;
+}
+
+absl::Status WriteSafetensorsF32(const std::string& path,
+                                 const std::vector<NamedTensor>& tensors,
+                                 const std::map<std::string, std::string>& metadata) {
+  Json header = Json::object();
+  header["__metadata__"] = metadata;
+  uint64_t offset = 0;
+  for (const NamedTensor& t : tensors) {
+    if (static_cast<int64_t>(t.values.size()) != NumElements(t.shape)) {
+      return absl::InvalidArgumentError(absl::StrCat(t.name, ": ", t.values.size(),
+                                                     " values for its shape"));
+    }
+    const uint64_t bytes = t.values.size() * sizeof(float);
+    header[t.name] = {{"dtype", "F32"},
+                      {"shape", std::vector<int64_t>(t.shape.begin(), t.shape.end())},
+                      {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+  }
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');  // data 8-byte aligned
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    const uint64_t n = text.size();  // little-endian u64, as the format says
+    char len[8];
+    for (int i = 0; i < 8; ++i) len[i] = static_cast<char>((n >> (8 * i)) & 0xff);
+    f.write(len, 8);
+    f.write(text.data(), static_cast<std::streamsize>(text.size()));
+    for (const NamedTensor& t : tensors) {
+      f.write(reinterpret_cast<const char*>(t.values.data()),
+              static_cast<std::streamsize>(t.values.size() * sizeof(float)));
+    }
+    if (!f.good()) return absl::PermissionDeniedError(absl::StrCat(tmp, ": cannot write"));
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat(path, ": ", ec.message()));
+  return absl::OkStatus();
 }
 
 }  // namespace kvfold

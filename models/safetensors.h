@@ -55,6 +55,19 @@ class SafetensorsFile {
   std::map<std::string, std::string> metadata_;
 };
 
+// One f32 tensor to write.
+struct NamedTensor {
+  std::string name;
+  Shape shape;
+  std::vector<float> values;  // NumElements(shape) of them
+};
+
+// Writes an F32 safetensors file with `metadata` (__metadata__), whole or
+// not at all (a temporary file renamed over `path`).
+absl::Status WriteSafetensorsF32(const std::string& path,
+                                 const std::vector<NamedTensor>& tensors,
+                                 const std::map<std::string, std::string>& metadata);
+
 // All weights of a checkpoint directory: `model.safetensors`, or the shards
 // listed in `model.safetensors.index.json` (every shard validated, every
 // tensor of the index found in the shard it names, no name in two shards).

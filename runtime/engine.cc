@@ -74,14 +74,15 @@ absl::Status ValidateEngineOptions(const EngineOptions& options) {
 LearnedParams Learned(const EngineOptions& options) {
   LearnedParams l;
   if (options.compressor != nullptr) l.lococo = options.compressor->lococo;
+  if (options.projection != nullptr) l.matryoshka = options.projection->matryoshka;
   return l;
 }
 
 absl::Status ValidateCacheOptions(const EngineOptions& options,
                                   const ModelConfig& model) {
   KVFOLD_RETURN_IF_ERROR(ValidateEngineOptions(options));
-  if (options.compressor != nullptr) {
-    KVFOLD_RETURN_IF_ERROR(CheckCompressorModel(*options.compressor, model));
+  for (const auto* file : {&options.compressor, &options.projection}) {
+    if (*file != nullptr) KVFOLD_RETURN_IF_ERROR(CheckCompressorModel(**file, model));
   }
   return ValidateCacheConfig(options.cache, model.num_layers,
                              options.prefill_chunk, Learned(options));

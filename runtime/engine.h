@@ -29,8 +29,11 @@ struct EngineOptions {
   int threads = 0;              // 0 = one per core
   int64_t prefill_chunk = 512;  // tokens per prefill forward call
   CacheConfig cache;            // the policy of every request's cache
-  // A learned policy's parameters (--compressor), or null.
+  // A learned policy's parameters (--compressor: a LoCoCo file), or null.
   std::shared_ptr<const CompressorFile> compressor;
+  // MatryoshkaKV projections (--compressor: a matryoshka file), or null;
+  // CacheConfig::feature_budget picks the rank allocation.
+  std::shared_ptr<const CompressorFile> projection;
   OpTimers* timers = nullptr;   // where op time is accounted (benchmarks)
   // Answer streams decoded together in one forward step (AnswerBatch,
   // Answer): the rows of the batch, >= 1.

@@ -19,7 +19,9 @@ constexpr int64_t kQueryBlock = 32;
 
 absl::Status Attention(const Stream& s, const AttentionArgs& a) {
   const int64_t d = a.head_dim, group = a.q_heads / a.kv_heads;
-  const int64_t q_row = a.q_heads * d;  // stride between queries
+  const int64_t dv = a.value_dim > 0 ? a.value_dim : d;
+  const int64_t q_row = a.q_heads * d;     // stride between queries
+  const int64_t out_row = a.q_heads * dv;  // and between outputs
   // Per query head column sums, reduced over each group at the end so that
   // threads never write the same memory.
   std::vector<float> head_cols;
@@ -30,7 +32,7 @@ absl::Status Attention(const Stream& s, const AttentionArgs& a) {
     for (int64_t h = h0; h < h1; ++h) {
       const int64_t g = h / group;
       const float* kg = a.k + g * a.kv_stride * d;
-      const float* vg = a.v + g * a.kv_stride * d;
+      const float* vg = a.v + g * a.kv_stride * dv;
       for (int64_t i0 = 0; i0 < a.num_queries; i0 += kQueryBlock) {
         const int64_t bq = std::min(kQueryBlock, a.num_queries - i0);
         // Keys any query of this block may see.
@@ -57,9 +59,9 @@ absl::Status Attention(const Stream& s, const AttentionArgs& a) {
             for (int64_t j = 0; j < seen; ++j) cols[j] += row[j];
           }
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, d, span,
-                    1.0f, scores.data(), span, vg, d, 0.0f,
-                    a.out + i0 * q_row + h * d, q_row);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, dv, span,
+                    1.0f, scores.data(), span, vg, dv, 0.0f,
+                    a.out + i0 * out_row + h * dv, out_row);
       }
     }
   });
