@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "cache/kv_cache.h"
 #include "kernels/status_macros.h"
@@ -61,7 +62,11 @@ double MatryoshkaParams::Fraction(int a) const {
   return sum / (2.0 * num_layers * kv_heads * head_dim);
 }
 
-std::string MatryoshkaParams::BudgetList() const { return absl::StrJoin(budgets, ", "); }
+std::string MatryoshkaParams::BudgetList() const {
+  return absl::StrJoin(budgets, ", ", [](std::string* out, double b) {
+    absl::StrAppend(out, absl::StrFormat("%.10g", b));
+  });
+}
 
 absl::Status MatryoshkaParams::Validate() const {
   auto bad = [](const std::string& what) { return absl::InvalidArgumentError(what); };
