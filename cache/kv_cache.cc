@@ -141,6 +141,20 @@ CacheStats KvCache::Stats() const {
     st.compression_ratio =
         double(st.tokens_seen) * shape().num_layers / st.slots_held;
   }
+  if (const FeatureLayout* f = shape().features.get(); f != nullptr && st.slots_held > 0) {
+    // Projected features: the ratio of the features a full cache would hold
+    // to those held (slots x (r_k + r_v), summed over layers and heads).
+    double held = 0;
+    for (int layer = 0; layer < shape().num_layers; ++layer) {
+      int64_t per_slot = 0;
+      for (int64_t h = 0; h < shape().kv_heads; ++h) {
+        per_slot += f->head(layer, h).key_dim + f->head(layer, h).value_dim;
+      }
+      held += double(View(layer).length) * per_slot;
+    }
+    st.compression_ratio = double(st.tokens_seen) * shape().num_layers * shape().kv_heads *
+                           2 * shape().head_dim / held;
+  }
   st.bytes = bytes();
   return st;
 }

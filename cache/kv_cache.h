@@ -102,7 +102,9 @@ enum class CachePhase {
 struct CacheStats {
   int64_t tokens_seen = 0;
   int64_t slots_held = 0;       // per KV head, summed over layers
-  double compression_ratio = 1;  // tokens_seen * layers / slots_held
+  // tokens_seen * layers / slots_held; with MatryoshkaKV projections the
+  // ratio of full-cache features to the features held (slots x ranks)
+  double compression_ratio = 1;
   int64_t bytes = 0;            // key/value storage allocated
 };
 

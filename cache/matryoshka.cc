@@ -3,6 +3,7 @@
 #include <cblas.h>
 
 #include <cmath>
+#include <random>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -55,6 +56,54 @@ void KeepRank(const std::vector<float>& u, const std::vector<float>& mean, int64
 }
 
 }  // namespace
+
+MatryoshkaParams RandomMatryoshka(int64_t num_layers, int64_t kv_heads, int64_t d,
+                                  const std::vector<double>& budgets, float mean_scale,
+                                  uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  auto orthogonal = [&]() {
+    std::vector<double> u(d * d);
+    for (int64_t j = 0; j < d; ++j) {  // column j, orthogonalised twice
+      std::vector<double> c(d);
+      for (double& x : c) x = normal(rng);
+      for (int pass = 0; pass < 2; ++pass) {
+        for (int64_t p = 0; p < j; ++p) {
+          double dot = 0;
+          for (int64_t i = 0; i < d; ++i) dot += c[i] * u[i * d + p];
+          for (int64_t i = 0; i < d; ++i) c[i] -= dot * u[i * d + p];
+        }
+      }
+      double norm = 0;
+      for (double x : c) norm += x * x;
+      for (int64_t i = 0; i < d; ++i) u[i * d + j] = c[i] / std::sqrt(norm);
+    }
+    return std::vector<float>(u.begin(), u.end());
+  };
+  auto mean = [&]() {
+    std::vector<float> m(d);
+    for (float& x : m) x = static_cast<float>(mean_scale * normal(rng));
+    return m;
+  };
+  MatryoshkaParams p;
+  p.num_layers = num_layers;
+  p.kv_heads = kv_heads;
+  p.head_dim = d;
+  for (int64_t i = 0; i < num_layers * kv_heads; ++i) {
+    MatryoshkaParams::Head h;
+    h.key_basis = orthogonal();
+    h.value_basis = orthogonal();
+    h.key_mean = mean();
+    h.value_mean = mean();
+    p.heads.push_back(std::move(h));
+  }
+  for (double b : budgets) {
+    p.budgets.push_back(b);
+    const auto r = static_cast<int32_t>(std::max<double>(1, std::floor(b * d)));
+    p.ranks.emplace_back(2 * num_layers * kv_heads, r);
+  }
+  return p;
+}
 
 double MatryoshkaParams::Fraction(int a) const {
   double sum = 0;

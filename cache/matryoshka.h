@@ -59,6 +59,13 @@ struct MatryoshkaParams {
   std::string BudgetList() const;  // "1, 0.5, 0.25"
 };
 
+// Seeded random projections (Gram-Schmidt of Gaussian bases, means of
+// scale `mean_scale`) with uniform allocations r = max(1, floor(b * d)) for
+// each budget b (descending): what benchmarks time and tests check against.
+MatryoshkaParams RandomMatryoshka(int64_t num_layers, int64_t kv_heads, int64_t head_dim,
+                                  const std::vector<double>& budgets, float mean_scale,
+                                  uint64_t seed);
+
 // One (layer, KV head) of a cache with projected features.
 struct ProjectedHead {
   int64_t key_dim = 0, value_dim = 0;  // r_k, r_v

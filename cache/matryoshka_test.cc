@@ -15,41 +15,8 @@
 namespace kvfold {
 namespace {
 
-// A seeded random orthogonal [d, d] matrix (Gram-Schmidt of a Gaussian).
-std::vector<float> RandomOrthogonal(int64_t d, uint64_t seed) {
-  std::vector<float> g = Random(d * d, seed);
-  std::vector<double> u(d * d);
-  for (int64_t j = 0; j < d; ++j) {  // column j
-    std::vector<double> c(d);
-    for (int64_t i = 0; i < d; ++i) c[i] = g[i * d + j];
-    for (int64_t p = 0; p < j; ++p) {
-      double dot = 0;
-      for (int64_t i = 0; i < d; ++i) dot += c[i] * u[i * d + p];
-      for (int64_t i = 0; i < d; ++i) c[i] -= dot * u[i * d + p];
-    }
-    double norm = 0;
-    for (double x : c) norm += x * x;
-    for (int64_t i = 0; i < d; ++i) u[i * d + j] = c[i] / std::sqrt(norm);
-  }
-  return std::vector<float>(u.begin(), u.end());
-}
-
 MatryoshkaParams RandomParams(int64_t layers, int64_t heads, int64_t d, uint64_t seed) {
-  MatryoshkaParams p;
-  p.num_layers = layers;
-  p.kv_heads = heads;
-  p.head_dim = d;
-  for (int64_t i = 0; i < layers * heads; ++i) {
-    MatryoshkaParams::Head h;
-    h.key_basis = RandomOrthogonal(d, seed + 4 * i);
-    h.value_basis = RandomOrthogonal(d, seed + 4 * i + 1);
-    h.key_mean = Random(d, seed + 4 * i + 2, 0.7f);
-    h.value_mean = Random(d, seed + 4 * i + 3, 0.7f);
-    p.heads.push_back(std::move(h));
-  }
-  p.budgets = {1.0};
-  p.ranks = {std::vector<int32_t>(2 * layers * heads, static_cast<int32_t>(d))};
-  return p;
+  return RandomMatryoshka(layers, heads, d, {1.0}, 0.7f, seed);
 }
 
 TEST(MatryoshkaParamsTest, ValidatesWhatTheFileSays) {

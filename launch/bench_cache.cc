@@ -42,6 +42,10 @@ ABSL_FLAG(std::string, bench_model, "tiny-256",
 ABSL_FLAG(int32_t, lococo_kernel, 21,
           "bench_cache --cache=lococo without --compressor: the random "
           "module's kernel size");
+ABSL_FLAG(std::string, feature_budgets, "",
+          "bench_cache: MatryoshkaKV feature budgets to run the policy at too "
+          "(e.g. 1,0.6,0.4,0.25; random projections, uniform ranks), each "
+          "next to the policy alone and the full cache");
 ABSL_FLAG(double, lococo_hh_keep_rate, 0.5,
           "bench_cache --cache=lococo without --compressor: the random "
           "module's heavy-hitter share (0 = the pure variant)");
@@ -187,6 +191,79 @@ double Spread(const std::vector<nlohmann::json>& rows, const char* key) {
   return lo > 0 ? hi / lo : 0;
 }
 
+absl::StatusOr<std::vector<double>> FeatureBudgets() {
+  std::vector<double> budgets;
+  for (absl::string_view item :
+       absl::StrSplit(absl::GetFlag(FLAGS_feature_budgets), ',', absl::SkipEmpty())) {
+    double b;
+    if (!absl::SimpleAtod(item, &b) || !(b > 0 && b <= 1) ||
+        (!budgets.empty() && !(b < budgets.back()))) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--feature_budgets: \"", item, "\" must be a fraction in (0, 1], descending"));
+    }
+    budgets.push_back(b);
+  }
+  return budgets;
+}
+
+// MatryoshkaKV: the policy alone, at each feature budget, and the full
+// cache, per length; then bytes and decode time relative to the full cache
+// and to the policy alone, measured in the same run.
+absl::Status BenchFeatureBudgets(const LlamaModel& model, const EngineOptions& options,
+                                 const std::vector<double>& budgets,
+                                 const std::vector<int64_t>& lengths, int64_t decode,
+                                 const std::string& shape) {
+  const ModelConfig& c = model.config();
+  auto file = std::make_shared<CompressorFile>();
+  file->path = "(random)";
+  file->method = "matryoshka";
+  file->model = {shape, c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim,
+                 c.vocab_size};
+  file->matryoshka = std::make_shared<MatryoshkaParams>(
+      RandomMatryoshka(c.num_layers, c.num_kv_heads, c.head_dim, budgets, 0.1f, 77));
+  nlohmann::json table = nlohmann::json::array();
+  for (int64_t length : lengths) {
+    std::vector<std::pair<std::string, EngineOptions>> runs;
+    EngineOptions full = options;
+    full.compressor = nullptr;
+    full.cache = CacheConfig();
+    full.cache.mutable_full();
+    runs.emplace_back("full", full);
+    runs.emplace_back(PolicyName(options.cache), options);
+    for (double b : budgets) {
+      EngineOptions o = options;
+      o.projection = file;
+      o.cache.set_feature_budget(b);
+      runs.emplace_back(absl::StrCat(PolicyName(options.cache), " + matryoshka ", b), o);
+    }
+    std::vector<nlohmann::json> rows;
+    for (auto& [name, o] : runs) {
+      std::fprintf(stderr, "bench_cache: %s, %ld tokens...\n", name.c_str(), length);
+      KVFOLD_ASSIGN_OR_RETURN(nlohmann::json row, RunForked(model, o, length, decode));
+      row["run"] = name;
+      row["feature_budget"] = o.projection ? o.cache.feature_budget() : 1.0;
+      PrintJson(row);
+      std::fflush(stdout);
+      rows.push_back(std::move(row));
+    }
+    const double full_bytes = rows[0]["cache_bytes_end"].get<double>();
+    const double full_ms = rows[0]["decode_ms_per_token_median"].get<double>();
+    const double alone_ms = rows[1]["decode_ms_per_token_median"].get<double>();
+    for (const nlohmann::json& r : rows) {
+      table.push_back({{"doc_tokens", length},
+                       {"run", r["run"]},
+                       {"cache_bytes", r["cache_bytes_end"]},
+                       {"bytes_over_full", r["cache_bytes_end"].get<double>() / full_bytes},
+                       {"decode_ms_median", r["decode_ms_per_token_median"]},
+                       {"decode_over_full", r["decode_ms_per_token_median"].get<double>() / full_ms},
+                       {"decode_over_policy_alone",
+                        r["decode_ms_per_token_median"].get<double>() / alone_ms}});
+    }
+  }
+  PrintJson({{"summary", "matryoshka"}, {"model", shape}, {"table", table}});
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status RunBenchCache() {
@@ -238,6 +315,11 @@ absl::Status RunBenchCache() {
 
   KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model,
                           LlamaModel::Random(config, 1234));
+  KVFOLD_ASSIGN_OR_RETURN(std::vector<double> budgets, FeatureBudgets());
+  if (!budgets.empty()) {
+    return BenchFeatureBudgets(*model, options, budgets, lengths, decode,
+                               absl::GetFlag(FLAGS_bench_model));
+  }
   EngineOptions full = options;
   full.compressor = nullptr;
   full.cache = CacheConfig();

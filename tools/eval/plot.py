@@ -55,7 +55,7 @@ def main():
             continue
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("compression ratio (document tokens / cache slots)")
+    ax.set_xlabel("compression ratio (full-cache features / features held)")
     ax.set_ylabel("exact-match accuracy")
     ax.set_title(f"kvfold built-in model, {args.length}-token tasks")
     ax.set_ylim(-0.02, 1.02)

@@ -4,7 +4,8 @@ lengths on one task file, one JSON result per configuration.
     python3 tools/eval/sweep.py --kvfold bazel-bin/launch/kvfold --model DIR \
         --tasks tasks.jsonl --out results.jsonl [--lengths 4096,8192] \
         [--budgets 64,128,256,512,1024] [--policies full,streaming,h2o,...] \
-        [--lococo M=FILE,...] [--per_group 10] [--threads 2]
+        [--lococo M=FILE,...] [--matryoshka FILE --feature_budgets 0.5,0.25]
+        [--per_group 10] [--threads 2]
 
 Each line of --out is kvfold eval's JSON plus "label", "budget" and
 "length". Configurations already in --out are skipped, so an interrupted
@@ -22,15 +23,24 @@ BUDGETED = ("streaming", "h2o", "snapkv", "pyramidkv", "kvmerger")
 
 def configs(args):
     policies = args.policies.split(",")
+    # MatryoshkaKV feature budgets: each alone (full slots) and combined with
+    # every slot policy and budget, labelled "POLICY+mkvB".
+    features = [(f"+mkv{b}", [f"--compressor={args.matryoshka}", f"--feature_budget={b}"])
+                for b in filter(None, args.feature_budgets.split(","))] if args.matryoshka else []
     for length in [int(x) for x in args.lengths.split(",")]:
         if "full" in policies:
             yield length, "full", 0, ["--cache=full"]
+            for suffix, flags in features:
+                yield length, "full" + suffix, 0, ["--cache=full"] + flags
         for budget in [int(x) for x in args.budgets.split(",")]:
             if budget >= length:
                 continue
             for p in policies:
                 if p in BUDGETED:
                     yield length, p, budget, [f"--cache={p}", f"--cache_slots={budget}"]
+                    for suffix, flags in features:
+                        yield (length, p + suffix, budget,
+                               [f"--cache={p}", f"--cache_slots={budget}"] + flags)
             for spec in filter(None, args.lococo.split(",")):
                 m, path = spec.split("=", 1)
                 if int(m) == budget:
@@ -47,6 +57,9 @@ def main():
     ap.add_argument("--budgets", default="64,128,256,512,1024")
     ap.add_argument("--policies", default="full," + ",".join(BUDGETED))
     ap.add_argument("--lococo", default="", help="M=compressor.safetensors,... (one per budget)")
+    ap.add_argument("--matryoshka", default="", help="MatryoshkaKV projection file")
+    ap.add_argument("--feature_budgets", default="0.5,0.25",
+                    help="with --matryoshka: feature budgets stored in the file")
     ap.add_argument("--per_group", type=int, default=10)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--extra", default="", help="more kvfold flags, space separated")
