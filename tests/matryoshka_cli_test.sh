@@ -64,6 +64,20 @@ assert q * 4 == p, (p, q)
 print("ok: a quarter of the features, a quarter of the bytes:", p, q)
 PY
 
+# --- kvfold's PCA (LAPACK, C++) and the PyTorch reference's PCA
+# (tools/calibrate/matryoshka.py pca_init, tests/golden/matryoshka/learn/) of
+# the built-in model over the same data give the same projections: the same
+# held-out NLL at every budget.
+LEARN=tests/golden/matryoshka/learn
+"$KVFOLD" calibrate --model=tools/model --documents_file=$LEARN/calib.ids --output="$T/bpca.safetensors" \
+  --rank_budgets=1,0.75,0.5,0.375,0.25 --rank_granularity=4 >/dev/null 2>&1 || fail "calibrate tools/model"
+HELD=$(head -n1 $LEARN/heldout.ids)
+for b in 0.75 0.375 0.25; do
+  a=$("$KVFOLD" score --model=tools/model --ids="$HELD" --compressor="$T/bpca.safetensors" --feature_budget=$b | nll)
+  t=$("$KVFOLD" score --model=tools/model --ids="$HELD" --compressor=$LEARN/pca.safetensors --feature_budget=$b | nll)
+  close "$a" "$t" 1e-5 "C++ PCA = PyTorch PCA at budget $b"
+done
+
 # --- Under mpirun: TP = 2 (one KV head per rank) calibrates the same
 # projections (up to f32 reduction order) and scores the same.
 mpi 2 "$KVFOLD" calibrate --model=$MODEL --documents_file=$DATA --output="$T/pca_tp2.safetensors" \
