@@ -22,6 +22,9 @@ absl::Status LayerSlots::Reserve(const CacheShape& shape, int layer, int64_t slo
   const int64_t cap_new = slots, old = capacity();
   const int64_t h = shape.kv_heads;
   const Stream& s = shape.stream;
+  if (shape.features != nullptr && s.device.kind != Device::Kind::kCpu) {
+    return absl::UnimplementedError("projected (MatryoshkaKV) caches live in host memory");
+  }
   const std::vector<int64_t> old_koff = key_offsets, old_voff = value_offsets;
   key_dims.resize(h);
   value_dims.resize(h);

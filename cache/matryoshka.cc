@@ -3,6 +3,7 @@
 #include <cblas.h>
 
 #include <cmath>
+#include <mutex>
 #include <random>
 #include <vector>
 
@@ -11,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "cache/kv_cache.h"
 #include "kernels/status_macros.h"
+#include "kernels/thread_pool.h"
 
 namespace kvfold {
 
@@ -203,6 +205,7 @@ absl::StatusOr<std::shared_ptr<const FeatureLayout>> FeatureLayout::Make(
   auto f = std::make_shared<FeatureLayout>();
   f->layers_ = p.num_layers;
   f->heads_ = heads;
+  f->head_begin_ = head_begin;
   f->d_ = p.head_dim;
   f->budget_ = p.budgets[a];
   for (int64_t l = 0; l < p.num_layers; ++l) {
@@ -253,40 +256,64 @@ absl::Status ProjectedAttention(const Stream& s, const FeatureLayout& layout, in
   }
   const int64_t n = a.num_queries, d = a.head_dim, group = a.q_heads / a.kv_heads;
   const int64_t q_row = a.q_heads * d;
-  std::vector<float> qt, ot, lse;
-  for (int64_t g = 0; g < a.kv_heads; ++g) {
-    const ProjectedHead& p = layout.head(layer, g);
-    const int64_t rk = p.key_dim, rv = p.value_dim;
-    qt.resize(n * group * rk);
-    ot.resize(n * group * rv);
-    for (int64_t j = 0; j < group; ++j) {
-      FeatureLayout::Project(p.key_rows.data(), rk, d, a.q + (g * group + j) * d, q_row, n,
-                             qt.data() + j * rk, group * rk);
-    }
-    AttentionArgs b = a;
-    b.q = qt.data();
-    b.k = view.keys + view.key_offsets[g];
-    b.v = view.values + view.value_offsets[g];
-    b.out = ot.data();
-    b.col_sums = a.col_sums != nullptr ? a.col_sums + g * a.num_keys : nullptr;
-    if (a.lse != nullptr) lse.resize(group * n);
-    b.lse = a.lse != nullptr ? lse.data() : nullptr;
-    b.kv_stride = view.stride;
-    b.q_heads = group;
-    b.kv_heads = 1;
-    b.head_dim = rk;
-    b.value_dim = rv;
-    KVFOLD_RETURN_IF_ERROR(Attention(s, b));
-    for (int64_t j = 0; j < group; ++j) {
-      const int64_t h = g * group + j;
-      FeatureLayout::Reconstruct(p.value_rows.data(), rv, d, p.value_offset.data(),
-                                 ot.data() + j * rv, group * rv, n, a.out + h * d, q_row);
+  // One query head per task, in parallel over all of them (a KV head's
+  // group alone would leave cores idle); each attends single-threaded.
+  std::vector<float> head_cols(a.col_sums != nullptr ? a.q_heads * a.num_keys : 0);
+  std::mutex mu;
+  absl::Status status;
+  auto run = [&](int64_t h0, int64_t h1) {
+    Stream inner;  // the caller's thread only
+    inner.device = s.device;
+    std::vector<float> qt, ot, lse;
+    for (int64_t h = h0; h < h1; ++h) {
+      const int64_t g = h / group;
+      const ProjectedHead& p = layout.head(layer, g);
+      const int64_t rk = p.key_dim, rv = p.value_dim;
+      qt.resize(n * rk);
+      ot.resize(n * rv);
+      lse.resize(n);
+      FeatureLayout::Project(p.key_rows.data(), rk, d, a.q + h * d, q_row, n, qt.data(), rk);
+      AttentionArgs b = a;
+      b.q = qt.data();
+      b.k = view.keys + view.key_offsets[g];
+      b.v = view.values + view.value_offsets[g];
+      b.out = ot.data();
+      b.col_sums = a.col_sums != nullptr ? head_cols.data() + h * a.num_keys : nullptr;
+      b.lse = lse.data();
+      b.kv_stride = view.stride;
+      b.q_heads = 1;
+      b.kv_heads = 1;
+      b.head_dim = rk;
+      b.value_dim = rv;
+      if (absl::Status st = Attention(inner, b); !st.ok()) {
+        std::lock_guard<std::mutex> lock(mu);
+        if (status.ok()) status = st;
+        return;
+      }
+      FeatureLayout::Reconstruct(p.value_rows.data(), rv, d, p.value_offset.data(), ot.data(),
+                                 rv, n, a.out + h * d, q_row);
       if (a.lse == nullptr) continue;
       for (int64_t i = 0; i < n; ++i) {  // + q . mu_perp_k, scaled as the logits
         const float* q = a.q + i * q_row + h * d;
         double dot = 0;
         for (int64_t t = 0; t < d; ++t) dot += double(q[t]) * p.key_offset[t];
-        a.lse[h * n + i] = lse[j * n + i] + static_cast<float>(a.scale * dot);
+        a.lse[h * n + i] = lse[i] + static_cast<float>(a.scale * dot);
+      }
+    }
+  };
+  if (s.pool != nullptr) {
+    s.pool->ParallelFor(a.q_heads, run);
+  } else {
+    run(0, a.q_heads);
+  }
+  KVFOLD_RETURN_IF_ERROR(status);
+  if (a.col_sums != nullptr) {  // each KV head sums its group's query heads
+    for (int64_t g = 0; g < a.kv_heads; ++g) {
+      float* dst = a.col_sums + g * a.num_keys;
+      std::fill(dst, dst + a.num_keys, 0.0f);
+      for (int64_t h = g * group; h < (g + 1) * group; ++h) {
+        const float* src = head_cols.data() + h * a.num_keys;
+        for (int64_t j = 0; j < a.num_keys; ++j) dst[j] += src[j];
       }
     }
   }

@@ -86,6 +86,7 @@ class FeatureLayout {
 
   int64_t num_layers() const { return layers_; }
   int64_t kv_heads() const { return heads_; }
+  int64_t head_begin() const { return head_begin_; }  // the first model KV head
   int64_t head_dim() const { return d_; }
   double budget() const { return budget_; }
   const ProjectedHead& head(int64_t layer, int64_t h) const {
@@ -103,7 +104,7 @@ class FeatureLayout {
                           int64_t n, float* out, int64_t out_stride);
 
  private:
-  int64_t layers_ = 0, heads_ = 0, d_ = 0;
+  int64_t layers_ = 0, heads_ = 0, head_begin_ = 0, d_ = 0;
   double budget_ = 1;
   std::vector<ProjectedHead> heads_data_;
 };

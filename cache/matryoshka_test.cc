@@ -11,6 +11,7 @@
 #include "cache/kv_cache.h"
 #include "gtest/gtest.h"
 #include "kernels/test_util.h"
+#include "kernels/thread_pool.h"
 
 namespace kvfold {
 namespace {
@@ -156,6 +157,20 @@ TEST(ProjectedAttentionTest, EqualsThePapersFormulas) {
   a.scale = 1.0f / std::sqrt(float(d));
   Stream s;
   ASSERT_TRUE(ProjectedAttention(s, **layout, 0, cache.View(0), a).ok());
+  {  // the same on a thread pool (one query head per task), bit for bit
+    ThreadPool pool(3);
+    Stream ps;
+    ps.pool = &pool;
+    std::vector<float> out2(out.size()), lse2(lse.size()), cols2(col_sums.size());
+    AttentionArgs b = a;
+    b.out = out2.data();
+    b.lse = lse2.data();
+    b.col_sums = cols2.data();
+    ASSERT_TRUE(ProjectedAttention(ps, **layout, 0, cache.View(0), b).ok());
+    EXPECT_EQ(out2, out);
+    EXPECT_EQ(lse2, lse);
+    EXPECT_EQ(cols2, col_sums);
+  }
 
   for (int64_t g = 0; g < heads; ++g) {
     // This head's inputs, [tokens, d] and [n, group, d].

@@ -295,8 +295,14 @@ absl::StatusOr<std::unique_ptr<KvCache>> MakeCache(
           "MatryoshkaKV projections (--feature_budget) run on the CPU backend only so "
           "far: run with --device=cpu");
     }
-    KVFOLD_ASSIGN_OR_RETURN(projected.features,
-                            FeatureLayout::Make(p, *a, shape.kv_head_begin, shape.kv_heads));
+    const auto& made = learned.matryoshka_layouts;
+    if (static_cast<size_t>(*a) < made.size() && made[*a]->head_begin() == shape.kv_head_begin &&
+        made[*a]->kv_heads() == shape.kv_heads) {
+      projected.features = made[*a];
+    } else {
+      KVFOLD_ASSIGN_OR_RETURN(projected.features,
+                              FeatureLayout::Make(p, *a, shape.kv_head_begin, shape.kv_heads));
+    }
   }
   if (r->compressor == nullptr) {
     return std::unique_ptr<KvCache>(std::make_unique<FullKvCache>(projected));

@@ -21,6 +21,9 @@ namespace kvfold {
 struct LearnedParams {
   std::shared_ptr<const LoCoCoParams> lococo;
   std::shared_ptr<const MatryoshkaParams> matryoshka;  // validated
+  // Optional: matryoshka's layout per stored allocation, made once for the
+  // caches' KV heads (MakeCache builds one when absent or for other heads).
+  std::vector<std::shared_ptr<const FeatureLayout>> matryoshka_layouts;
 };
 
 // Every check of a config that needs only the layer count, the longest

@@ -224,12 +224,15 @@ absl::Status BenchFeatureBudgets(const LlamaModel& model, const EngineOptions& o
   nlohmann::json table = nlohmann::json::array();
   for (int64_t length : lengths) {
     std::vector<std::pair<std::string, EngineOptions>> runs;
-    EngineOptions full = options;
+    EngineOptions alone = options;  // the policy without projections
+    alone.projection = nullptr;
+    alone.cache.clear_feature_budget();
+    EngineOptions full = alone;
     full.compressor = nullptr;
     full.cache = CacheConfig();
     full.cache.mutable_full();
-    runs.emplace_back("full", full);
-    runs.emplace_back(PolicyName(options.cache), options);
+    if (length <= absl::GetFlag(FLAGS_full_max_length)) runs.emplace_back("full", full);
+    runs.emplace_back(PolicyName(options.cache), alone);
     for (double b : budgets) {
       EngineOptions o = options;
       o.projection = file;
@@ -246,18 +249,23 @@ absl::Status BenchFeatureBudgets(const LlamaModel& model, const EngineOptions& o
       std::fflush(stdout);
       rows.push_back(std::move(row));
     }
-    const double full_bytes = rows[0]["cache_bytes_end"].get<double>();
-    const double full_ms = rows[0]["decode_ms_per_token_median"].get<double>();
-    const double alone_ms = rows[1]["decode_ms_per_token_median"].get<double>();
+    // Ratios to the full cache when it ran (--full_max_length).
+    const bool has_full = rows[0]["run"] == "full";
+    const nlohmann::json& alone_row = rows[has_full ? 1 : 0];
+    const double alone_ms = alone_row["decode_ms_per_token_median"].get<double>();
     for (const nlohmann::json& r : rows) {
-      table.push_back({{"doc_tokens", length},
+      const double bytes = r["cache_bytes_end"].get<double>();
+      const double ms = r["decode_ms_per_token_median"].get<double>();
+      nlohmann::json t{{"doc_tokens", length},
                        {"run", r["run"]},
                        {"cache_bytes", r["cache_bytes_end"]},
-                       {"bytes_over_full", r["cache_bytes_end"].get<double>() / full_bytes},
-                       {"decode_ms_median", r["decode_ms_per_token_median"]},
-                       {"decode_over_full", r["decode_ms_per_token_median"].get<double>() / full_ms},
-                       {"decode_over_policy_alone",
-                        r["decode_ms_per_token_median"].get<double>() / alone_ms}});
+                       {"decode_ms_median", ms},
+                       {"decode_over_policy_alone", ms / alone_ms}};
+      if (has_full) {
+        t["bytes_over_full"] = bytes / rows[0]["cache_bytes_end"].get<double>();
+        t["decode_over_full"] = ms / rows[0]["decode_ms_per_token_median"].get<double>();
+      }
+      table.push_back(std::move(t));
     }
   }
   PrintJson({{"summary", "matryoshka"}, {"model", shape}, {"table", table}});
@@ -322,6 +330,7 @@ absl::Status RunBenchCache() {
   }
   EngineOptions full = options;
   full.compressor = nullptr;
+  full.projection = nullptr;
   full.cache = CacheConfig();
   full.cache.mutable_full();
   std::vector<nlohmann::json> policy_rows, full_rows;

@@ -131,6 +131,10 @@ absl::Status Principal(const Moments& m, int64_t d, std::vector<float>& basis,
   double query = 0;
   std::vector<double> w(d);
   dsyev_("V", "U", &n, cov.data(), &n, w.data(), &query, &lwork, &info);
+  if (info != 0) {
+    return absl::InternalError(absl::StrCat("calibrate: dsyev workspace query failed (info ",
+                                            info, ")"));
+  }
   lwork = static_cast<int>(query);
   std::vector<double> work(std::max(1, lwork));
   dsyev_("V", "U", &n, cov.data(), &n, w.data(), work.data(), &lwork, &info);
@@ -273,7 +277,12 @@ absl::Status RunCalibrate(Ranks& ranks) {
       for (int kv = 0; kv < 2; ++kv) {
         std::vector<float> basis, mean;
         std::vector<double> eigen;
-        KVFOLD_RETURN_IF_ERROR(Principal(cache.moments(l, g, kv), d, basis, mean, eigen));
+        if (absl::Status st = Principal(cache.moments(l, g, kv), d, basis, mean, eigen);
+            !st.ok()) {
+          return absl::Status(st.code(), absl::StrCat(st.message(), " (layer ", l, " KV head ",
+                                                      slice.kv_head_begin + g,
+                                                      kv ? " values)" : " keys)"));
+        }
         packed.insert(packed.end(), basis.begin(), basis.end());
         packed.insert(packed.end(), mean.begin(), mean.end());
         for (double e : eigen) packed.push_back(static_cast<float>(e));

@@ -11,6 +11,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "kernels/status_macros.h"
 #include "launch/flags.h"
 #include "launch/prompt.h"
@@ -87,8 +88,9 @@ absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
   KVFOLD_RETURN_IF_ERROR(AsFlagError(ValidateEngineOptions(o)));
   // --compressor=A[,B]: at most one file per method (a LoCoCo module and
   // MatryoshkaKV projections compose).
-  for (absl::string_view path :
-       absl::StrSplit(absl::GetFlag(FLAGS_compressor), ',', absl::SkipEmpty())) {
+  for (absl::string_view item :
+       absl::StrSplit(absl::GetFlag(FLAGS_compressor), ',', absl::SkipWhitespace())) {
+    const absl::string_view path = absl::StripAsciiWhitespace(item);
     absl::StatusOr<std::shared_ptr<const CompressorFile>> file =
         LoadCompressorFile(std::string(path));
     if (!file.ok()) {

@@ -106,6 +106,11 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> StartModel(Ranks& ranks, absl::Statu
         KVFOLD_RETURN_IF_ERROR(CheckIds(prompts[i], config.vocab_size, tokenizer, where));
       }
       KVFOLD_ASSIGN_OR_RETURN(load, LoadOptionsFromFlags());
+      if (options.projection != nullptr && load.device.kind != Device::Kind::kCpu) {
+        return absl::UnimplementedError(
+            "MatryoshkaKV projections (--compressor with a matryoshka file) run on the CPU "
+            "backend only so far: add --device=cpu");
+      }
       return ranks.PlanMesh(config);
     }();
   }

@@ -132,6 +132,14 @@ absl::StatusOr<std::shared_ptr<const MatryoshkaParams>> ReadMatryoshka(
         path, ": model sizes out of range (layers ", m.num_layers, ", KV heads ",
         m.num_kv_heads, ", head_dim ", m.head_dim, ")"));
   }
+  // The tensors the sizes imply must be there before anything is sized by
+  // them (a hostile header could otherwise ask for huge allocations).
+  const size_t expected_tensors = 4 * m.num_layers;
+  if (file.tensors().size() != expected_tensors) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": holds ", file.tensors().size(), " tensors; ", m.num_layers,
+        " layers of MatryoshkaKV projections have ", expected_tensors));
+  }
   KVFOLD_ASSIGN_OR_RETURN(std::string budgets, f.Text("rank_budgets"));
   KVFOLD_ASSIGN_OR_RETURN(p->budgets, ParseBudgets(path, budgets));
   if (p->budgets.size() > 256) {
@@ -156,10 +164,10 @@ absl::StatusOr<std::shared_ptr<const MatryoshkaParams>> ReadMatryoshka(
     const float* x = t.as<float>() + head * n;
     return std::vector<float>(x, x + n);
   };
-  p->heads.resize(m.num_layers * h);
   for (int64_t l = 0; l < m.num_layers; ++l) {
     const std::string prefix = absl::StrCat("matryoshka.layers.", l, ".");
     KVFOLD_ASSIGN_OR_RETURN(Tensor kb, file.LoadF32(prefix + "key_basis", {h, d, d}));
+    if (l == 0) p->heads.resize(m.num_layers * h);  // the first tensor is really there
     KVFOLD_ASSIGN_OR_RETURN(Tensor vb, file.LoadF32(prefix + "value_basis", {h, d, d}));
     KVFOLD_ASSIGN_OR_RETURN(Tensor km, file.LoadF32(prefix + "key_mean", {h, d}));
     KVFOLD_ASSIGN_OR_RETURN(Tensor vm, file.LoadF32(prefix + "value_mean", {h, d}));
@@ -170,12 +178,6 @@ absl::StatusOr<std::shared_ptr<const MatryoshkaParams>> ReadMatryoshka(
       x.key_mean = copy(km, g, d);
       x.value_mean = copy(vm, g, d);
     }
-  }
-  const size_t expected_tensors = 4 * m.num_layers;
-  if (file.tensors().size() != expected_tensors) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        path, ": holds ", file.tensors().size(), " tensors; ", m.num_layers,
-        " layers of MatryoshkaKV projections have ", expected_tensors));
   }
   if (absl::Status st = p->Validate(); !st.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", st.message()));
@@ -283,7 +285,10 @@ absl::Status CheckCompressorModel(const CompressorFile& file,
       ") but --model has ",
       shape(c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim,
             c.vocab_size),
-      ": calibrate one for this model (tools/calibrate/calibrate.py --model=...)"));
+      ": calibrate one for this model (",
+      file.method == "matryoshka" ? "kvfold calibrate --method=pca"
+                                  : "tools/calibrate/calibrate.py",
+      " --model=...)"));
 }
 
 }  // namespace kvfold

@@ -534,11 +534,20 @@ absl::Status WriteSafetensorsF32(const std::string& path,
       f.write(reinterpret_cast<const char*>(t.values.data()),
               static_cast<std::streamsize>(t.values.size() * sizeof(float)));
     }
-    if (!f.good()) return absl::PermissionDeniedError(absl::StrCat(tmp, ": cannot write"));
+    f.close();  // flushes: a full disk shows here
+    if (f.fail()) {
+      std::error_code ignored;
+      std::filesystem::remove(tmp, ignored);
+      return absl::PermissionDeniedError(absl::StrCat(tmp, ": cannot write"));
+    }
   }
   std::error_code ec;
   std::filesystem::rename(tmp, path, ec);
-  if (ec) return absl::PermissionDeniedError(absl::StrCat(path, ": ", ec.message()));
+  if (ec) {
+    const std::string why = ec.message();
+    std::filesystem::remove(tmp, ec);
+    return absl::PermissionDeniedError(absl::StrCat(path, ": ", why));
+  }
   return absl::OkStatus();
 }
 

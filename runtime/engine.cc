@@ -41,6 +41,19 @@ Engine::Engine(const LlamaModel& model, const EngineOptions& options)
     status_ = ds.status();  // reported by NewCache, where every request starts
     stream_.pool = &pool_;
   }
+  learned_ = Learned(options);
+  if (const MatryoshkaParams* p = learned_.matryoshka.get(); p != nullptr && status_.ok()) {
+    const TpSlice& t = model.tp_slice();
+    for (size_t a = 0; a < p->budgets.size() && status_.ok(); ++a) {
+      absl::StatusOr<std::shared_ptr<const FeatureLayout>> layout =
+          FeatureLayout::Make(*p, static_cast<int>(a), t.kv_head_begin, t.kv_heads);
+      if (layout.ok()) {
+        learned_.matryoshka_layouts.push_back(*std::move(layout));
+      } else {
+        status_ = layout.status();
+      }
+    }
+  }
 }
 
 absl::Status Engine::CheckWindow(int64_t tokens) const {
@@ -105,8 +118,7 @@ absl::StatusOr<std::unique_ptr<KvCache>> Engine::NewCache(
     const CacheConfig& config) const {
   KVFOLD_RETURN_IF_ERROR(status_);
   KVFOLD_RETURN_IF_ERROR(ValidateEngineOptions(options_));
-  return MakeCache(config, model_.cache_shape(stream_), options_.prefill_chunk,
-                   Learned(options_));
+  return MakeCache(config, model_.cache_shape(stream_), options_.prefill_chunk, learned_);
 }
 
 absl::Status Engine::Prefill(absl::Span<const int32_t> tokens,

@@ -189,6 +189,9 @@ class Engine {
   std::unique_ptr<DeviceStream> device_stream_;
   Stream stream_;
   absl::Status status_;  // why the device stream could not open
+  // Learned(options_), with the MatryoshkaKV layouts of this rank's KV heads
+  // built once (every cache shares them).
+  LearnedParams learned_;
   ForwardScratch scratch_;
 };
 

@@ -98,7 +98,7 @@ expect_error "no rank allocation for feature budget 0.3; the compressor stores 1
 expect_error "choose one with --feature_budget (1, 0.5, 0.25)" \
   score --model=$MODEL --ids=1,2 --compressor="$T/pca.safetensors"
 expect_error "are both matryoshka files" score --model=$MODEL --ids=1,2 \
-  --compressor="$T/pca.safetensors,$T/pca_tp2.safetensors" --feature_budget=0.5
+  --compressor="$T/pca.safetensors, $T/pca_tp2.safetensors" --feature_budget=0.5
 echo 'slots: 8 streaming { reindex_positions: true }' >"$T/reindex.txt"
 expect_error "reindex_positions re-rotates cached keys" score --model=$MODEL --ids=1,2 \
   --compressor="$T/pca.safetensors" --feature_budget=0.5 --cache_config="$T/reindex.txt"
@@ -142,6 +142,9 @@ expect_error "layer 1 KV head 0: the value basis is not orthonormal" score --mod
 damage nan 'b = tensor("matryoshka.layers.0.key_mean")[0]; data[b:b+4] = struct.pack("<f", float("nan"))'
 expect_error "layer 0 KV head 0: holds a non-finite value" score --model=$MODEL --ids=1,2 \
   --compressor="$T/nan.safetensors" --feature_budget=0.5
+damage layers 'meta["model.num_hidden_layers"] = "4000"'
+expect_error "holds 8 tensors; 4000 layers of MatryoshkaKV projections have 16000" score \
+  --model=$MODEL --ids=1,2 --compressor="$T/layers.safetensors" --feature_budget=0.5
 damage method 'meta["method"] = "svd"'
 expect_error 'method "svd" is not one kvfold learns' score --model=$MODEL --ids=1,2 --compressor="$T/method.safetensors"
 damage shape 'head["matryoshka.layers.0.key_mean"]["shape"] = [16, 2]'
