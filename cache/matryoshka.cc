@@ -245,7 +245,8 @@ void FeatureLayout::Reconstruct(const float* rows, int64_t r, int64_t d,
 }
 
 absl::Status ProjectedAttention(const Stream& s, const FeatureLayout& layout, int layer,
-                                const LayerView& view, const AttentionArgs& a) {
+                                const LayerView& view, const AttentionArgs& a,
+                                const FoldedLayout* folded) {
   if (s.device.kind != Device::Kind::kCpu) {
     return absl::UnimplementedError(
         "MatryoshkaKV projections run on the CPU backend only so far");
@@ -290,8 +291,14 @@ absl::Status ProjectedAttention(const Stream& s, const FeatureLayout& layout, in
         if (status.ok()) status = st;
         return;
       }
-      FeatureLayout::Reconstruct(p.value_rows.data(), rv, d, p.value_offset.data(), ot.data(),
-                                 rv, n, a.out + h * d, q_row);
+      if (folded == nullptr) {
+        FeatureLayout::Reconstruct(p.value_rows.data(), rv, d, p.value_offset.data(),
+                                   ot.data(), rv, n, a.out + h * d, q_row);
+      } else {
+        for (int64_t i = 0; i < n; ++i) {
+          std::copy_n(ot.data() + i * rv, rv, a.out + folded->offsets[h] + i * folded->stride);
+        }
+      }
       if (a.lse == nullptr) continue;
       for (int64_t i = 0; i < n; ++i) {  // + q . mu_perp_k, scaled as the logits
         const float* q = a.q + i * q_row + h * d;

@@ -117,9 +117,18 @@ struct LayerView;
 // `a` is the full-dimension call (q, out, counts, col_sums, lse as for
 // Attention); its k, v, kv_stride are taken from `view`. lse includes the
 // q . mu_perp_k term, so it equals the paper's.
+//
+// With `folded` (the caller folds U_v and mu_perp_v into its output
+// projection), query head h's projected output [n, r_v] is written at
+// a.out + folded->offsets[h], rows folded->stride apart, instead.
+struct FoldedLayout {
+  const int64_t* offsets = nullptr;  // [q_heads]
+  int64_t stride = 0;
+};
 absl::Status ProjectedAttention(const Stream& s, const FeatureLayout& layout,
                                 int layer, const LayerView& view,
-                                const AttentionArgs& a);
+                                const AttentionArgs& a,
+                                const FoldedLayout* folded = nullptr);
 
 }  // namespace kvfold
 

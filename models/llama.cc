@@ -114,8 +114,20 @@ absl::Status LlamaModel::Attention(const Stream& s, int layer,
                                    slice_.q_heads, c.head_dim));
   KVFOLD_RETURN_IF_ERROR(ApplyRope(s, sc.k.as<float>(), rope, inv_freq, n,
                                    slice_.kv_heads, c.head_dim));
+  // MatryoshkaKV: when every run's cache has the same projected layout, the
+  // output projection takes the projected outputs directly (U_v folded in).
+  const std::shared_ptr<const FeatureLayout>& layout = runs[0].cache->shape().features;
+  bool same = layout != nullptr;
+  for (const CacheRows& run : runs) same = same && run.cache->shape().features == layout;
+  std::shared_ptr<const FoldedOutput> fold;
+  if (same) {
+    KVFOLD_ASSIGN_OR_RETURN(fold, Folded(layout));
+  }
   for (const CacheRows& run : runs) {
-    KVFOLD_RETURN_IF_ERROR(AttendRun(s, layer, positions, run, sc));
+    KVFOLD_RETURN_IF_ERROR(AttendRun(s, layer, positions, run, sc, fold.get()));
+  }
+  if (fold != nullptr) {
+    return AddRowParallel(s, sc.attn.as<float>(), n, fold->wo[layer], fold->bias[layer], sc);
   }
   // x += attn . Wo^T (+ bo)
   return AddRowParallel(s, sc.attn.as<float>(), n, l.wo, l.bo, sc);
@@ -123,7 +135,7 @@ absl::Status LlamaModel::Attention(const Stream& s, int layer,
 
 absl::Status LlamaModel::AttendRun(const Stream& s, int layer,
                                    const int32_t* positions, const CacheRows& run,
-                                   ForwardScratch& sc) const {
+                                   ForwardScratch& sc, const FoldedOutput* fold) const {
   const ModelConfig& c = config_;
   const int64_t n = run.n;
   const int64_t q_dim = slice_.q_heads * c.head_dim, kv_dim = slice_.kv_heads * c.head_dim;
@@ -153,7 +165,14 @@ absl::Status LlamaModel::AttendRun(const Stream& s, int layer,
   a.head_dim = c.head_dim;
   a.scale = 1.0f / std::sqrt(float(c.head_dim));
   if (const FeatureLayout* features = cache.shape().features.get()) {
-    KVFOLD_RETURN_IF_ERROR(ProjectedAttention(s, *features, layer, view, a));
+    FoldedLayout packed;
+    if (fold != nullptr) {
+      packed.offsets = fold->offsets[layer].data();
+      packed.stride = fold->width[layer];
+      a.out = sc.attn.as<float>() + run.begin * packed.stride;
+    }
+    KVFOLD_RETURN_IF_ERROR(
+        ProjectedAttention(s, *features, layer, view, a, fold ? &packed : nullptr));
   } else {
     KVFOLD_RETURN_IF_ERROR(kvfold::Attention(s, a));
   }
@@ -378,6 +397,63 @@ absl::Status LlamaModel::Run(const Stream& s, absl::Span<const int32_t> tokens,
   KVFOLD_RETURN_IF_ERROR(RmsNorm(s, x + first * h, w_.final_norm.as<float>(),
                                  c.rms_norm_eps, xn, rows, h));
   return Logits(s, rows, sc, logits);
+}
+
+absl::StatusOr<std::shared_ptr<const FoldedOutput>> LlamaModel::Folded(
+    const std::shared_ptr<const FeatureLayout>& layout) const {
+  std::lock_guard<std::mutex> lock(fold_mu_);
+  for (auto it = folds_.begin(); it != folds_.end();) {
+    const std::shared_ptr<const FeatureLayout> held = it->first.lock();
+    if (held == nullptr) {  // its caches are gone
+      it = folds_.erase(it);
+    } else if (held == layout) {
+      return it->second;
+    } else {
+      ++it;
+    }
+  }
+  const ModelConfig& c = config_;
+  const int64_t d = c.head_dim, hidden = c.hidden_size, q_heads = slice_.q_heads;
+  const int64_t group = q_heads / slice_.kv_heads;
+  if (options_.device.kind != Device::Kind::kCpu || layout->kv_heads() != slice_.kv_heads ||
+      layout->head_dim() != d || layout->num_layers() != c.num_layers) {
+    return absl::InternalError("MatryoshkaKV: the layout does not fit this model's slice");
+  }
+  auto f = std::make_shared<FoldedOutput>();
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const Tensor& wo = w_.layers[l].wo;  // [hidden, q_heads * d]
+    std::vector<int64_t> offsets(q_heads);
+    int64_t width = 0;
+    for (int64_t h = 0; h < q_heads; ++h) {
+      offsets[h] = width;
+      width += layout->head(l, h / group).value_dim;
+    }
+    Tensor folded({hidden, width}, DType::kF32), bias({hidden}, DType::kF32);
+    if (!w_.layers[l].bo.empty()) {
+      std::copy_n(w_.layers[l].bo.as<float>(), hidden, bias.as<float>());
+    }
+    for (int64_t h = 0; h < q_heads; ++h) {
+      const ProjectedHead& p = layout->head(l, h / group);
+      for (int64_t o = 0; o < hidden; ++o) {
+        const float* row = wo.as<float>() + o * q_heads * d + h * d;
+        float* out = folded.as<float>() + o * width + offsets[h];
+        for (int64_t j = 0; j < p.value_dim; ++j) {  // W_o,h . U_v[:, j]
+          double sum = 0;
+          for (int64_t t = 0; t < d; ++t) sum += double(row[t]) * p.value_rows[j * d + t];
+          out[j] = static_cast<float>(sum);
+        }
+        double b = 0;  // W_o,h . mu_perp_v
+        for (int64_t t = 0; t < d; ++t) b += double(row[t]) * p.value_offset[t];
+        bias.as<float>()[o] += static_cast<float>(b);
+      }
+    }
+    f->wo.push_back(std::move(folded));
+    f->bias.push_back(std::move(bias));
+    f->offsets.push_back(std::move(offsets));
+    f->width.push_back(width);
+  }
+  folds_.emplace_back(layout, f);
+  return std::shared_ptr<const FoldedOutput>(std::move(f));
 }
 
 }  // namespace kvfold

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -107,6 +108,18 @@ struct ForwardScratch {
   int64_t rows = 0;
 };
 
+// MatryoshkaKV, when every cache of a forward call has one projected
+// layout: per layer, W_o with U_v folded in ([hidden, the local query
+// heads' r_v summed], query head h's block from column offsets[l][h]) and a
+// bias with W_o mu_perp_v (+ o_proj's own bias on the rank that holds it),
+// so the projected attention outputs skip their reconstruction. Exact: o_h =
+// o~_h U_v^T + mu_perp_v, and W_o is linear.
+struct FoldedOutput {
+  std::vector<Tensor> wo, bias;                // per layer
+  std::vector<std::vector<int64_t>> offsets;   // [layer][local query head]
+  std::vector<int64_t> width;                  // [layer]
+};
+
 struct ModelStats {
   int64_t parameters = 0;
   int64_t weight_bytes = 0;  // as held in memory (f32 on the CPU)
@@ -183,8 +196,10 @@ class LlamaModel {
                          ForwardScratch& scratch) const;
   // Appends one run's keys/values to its cache and attends its queries over
   // that cache (sc.q, sc.k, sc.v rotated; writes its rows of sc.attn).
+  // With `fold`, projected outputs go to sc.attn in its packed layout.
   absl::Status AttendRun(const Stream& s, int layer, const int32_t* positions,
-                         const CacheRows& run, ForwardScratch& scratch) const;
+                         const CacheRows& run, ForwardScratch& scratch,
+                         const FoldedOutput* fold) const;
   // sc.x[n, hidden] += in . w^T (+ bias): a row-parallel projection (o,
   // down), whose per-rank partial outputs are summed over the TP group.
   absl::Status AddRowParallel(const Stream& s, const float* in, int64_t n,
@@ -199,6 +214,11 @@ class LlamaModel {
   absl::Status Logits(const Stream& s, int64_t rows, ForwardScratch& sc,
                       float* logits) const;
 
+  // The folded output projection for `layout` (CPU, f32), made on first
+  // use and kept while the layout lives.
+  absl::StatusOr<std::shared_ptr<const FoldedOutput>> Folded(
+      const std::shared_ptr<const FeatureLayout>& layout) const;
+
   ModelConfig config_;
   LlamaWeights w_;
   LoadOptions options_;
@@ -206,6 +226,10 @@ class LlamaModel {
   std::vector<float> inv_freq_;  // [head_dim / 2]
   Tensor inv_freq_device_;       // the same on a device (empty on the CPU)
   ModelStats stats_;
+  mutable std::mutex fold_mu_;
+  mutable std::vector<std::pair<std::weak_ptr<const FeatureLayout>,
+                                std::shared_ptr<const FoldedOutput>>>
+      folds_;
 };
 
 }  // namespace kvfold

@@ -160,6 +160,52 @@ TEST(MatryoshkaGoldenTest, FullRankComposesWithEverySlotPolicy) {
   }
 }
 
+// A forward call whose caches share one layout folds U_v into W_o; mixed
+// layouts (batched decode of different budgets) reconstruct each head's
+// output instead. Both give the same logits.
+TEST(MatryoshkaGoldenTest, FoldedOutputProjectionEqualsReconstruction) {
+  auto model = LlamaModel::Load(kModel);
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto file = LoadCompressorFile(absl::StrCat(kDir, "parity.safetensors"));
+  ASSERT_TRUE(file.ok()) << file.status();
+  auto golden = SafetensorsFile::Open(absl::StrCat(kDir, "parity_golden.safetensors"));
+  ASSERT_TRUE(golden.ok());
+  const std::vector<int32_t> ids = Ids(**golden);
+  const LlamaModel& m = **model;
+  const int64_t vocab = m.config().vocab_size;
+  Stream s;
+  LearnedParams learned;
+  learned.matryoshka = (*file)->matryoshka;
+  std::vector<std::unique_ptr<KvCache>> caches;
+  for (double budget : {0.5859375, 0.5}) {  // two layouts
+    CacheConfig config;
+    config.set_feature_budget(budget);
+    auto cache = MakeCache(config, m.cache_shape(s), 128, learned);
+    ASSERT_TRUE(cache.ok()) << cache.status();
+    std::vector<int32_t> pos(ids.size());
+    for (size_t i = 0; i < ids.size(); ++i) pos[i] = static_cast<int32_t>(i);
+    ForwardScratch sc;
+    ASSERT_TRUE(m.Forward(s, ids, pos, LogitsFor::kNone, **cache, sc, nullptr).ok());
+    caches.push_back(*std::move(cache));
+  }
+  // One step of each alone (folded) on copies, then both together (mixed).
+  const int32_t next = static_cast<int32_t>(ids.size());
+  std::vector<float> alone(2 * vocab), together(2 * vocab);
+  for (int b = 0; b < 2; ++b) {
+    std::unique_ptr<KvCache> copy = caches[b]->Clone();
+    ForwardScratch sc;
+    const int32_t tok = 7 + b;
+    ASSERT_TRUE(m.Forward(s, {&tok, 1}, {&next, 1}, LogitsFor::kLast, *copy, sc,
+                          alone.data() + b * vocab)
+                    .ok());
+  }
+  const std::vector<int32_t> tokens = {7, 8}, positions = {next, next};
+  KvCache* both[] = {caches[0].get(), caches[1].get()};
+  ForwardScratch sc;
+  ASSERT_TRUE(m.ForwardDecodeBatch(s, tokens, positions, both, sc, together.data()).ok());
+  EXPECT_LT(RelErr(together.data(), alone.data(), 2 * vocab), 1e-6);
+}
+
 TEST(MatryoshkaGoldenTest, ClearErrorsForImpossibleCombinations) {
   auto model = LlamaModel::Load(kModel);
   ASSERT_TRUE(model.ok());
