@@ -31,6 +31,13 @@ struct ThreadGroup::Shared {
 
 namespace {
 
+// memcpy that allows empty (possibly null) buffers: empty tensors have no
+// data pointer, and memcpy(dst, nullptr, 0) is undefined behaviour.
+void CopyBytes(void* dst, const void* src, size_t n) {
+  if (n > 0) std::memcpy(dst, src, n);
+}
+
+
 template <typename T>
 void Reduce(T* acc, const T* x, int64_t n, ReduceOp op) {
   if (op == ReduceOp::kSum) {
@@ -60,7 +67,7 @@ class ThreadComm : public Communicator {
     KVFOLD_RETURN_IF_ERROR(CheckReduce(data, "AllReduce"));
     std::string mine(static_cast<const char*>(data.data), data.bytes());
     return Collective(Signature("AllReduce", data, int(op)), mine.data(), [&] {
-      std::memcpy(data.data, s_->inputs[0], data.bytes());
+      CopyBytes(data.data, s_->inputs[0], data.bytes());
       for (int r = 1; r < s_->size; ++r) {
         ReduceAny(data.dtype, data.data, s_->inputs[r], data.numel(), op);
       }
@@ -71,7 +78,7 @@ class ThreadComm : public Communicator {
     KVFOLD_RETURN_IF_ERROR(CheckGather(send, recv, s_->size, "AllGather"));
     return Collective(Signature("AllGather", send, 0), send.data, [&] {
       for (int r = 0; r < s_->size; ++r) {
-        std::memcpy(static_cast<char*>(recv.data) + r * send.bytes(), s_->inputs[r],
+        CopyBytes(static_cast<char*>(recv.data) + r * send.bytes(), s_->inputs[r],
                     send.bytes());
       }
     });
@@ -83,7 +90,7 @@ class ThreadComm : public Communicator {
     KVFOLD_RETURN_IF_ERROR(CheckGather(recv, send, s_->size, "ReduceScatter"));
     return Collective(Signature("ReduceScatter", send, int(op)), send.data, [&] {
       const size_t block = recv.bytes();
-      std::memcpy(recv.data, static_cast<const char*>(s_->inputs[0]) + rank_ * block, block);
+      CopyBytes(recv.data, static_cast<const char*>(s_->inputs[0]) + rank_ * block, block);
       for (int r = 1; r < s_->size; ++r) {
         ReduceAny(recv.dtype, recv.data,
                   static_cast<const char*>(s_->inputs[r]) + rank_ * block, recv.numel(), op);
@@ -95,7 +102,7 @@ class ThreadComm : public Communicator {
     KVFOLD_RETURN_IF_ERROR(CheckRank(root, s_->size, "Broadcast root"));
     std::string mine(static_cast<const char*>(data.data), data.bytes());
     return Collective(Signature("Broadcast", data, root), mine.data(), [&] {
-      std::memcpy(data.data, s_->inputs[root], data.bytes());
+      CopyBytes(data.data, s_->inputs[root], data.bytes());
     });
   }
 
@@ -129,7 +136,7 @@ class ThreadComm : public Communicator {
           "threads rank ", rank_, ": Recv of ", data.bytes(), " bytes got a message of ",
           msg.size(), " bytes from rank ", peer));
     }
-    std::memcpy(data.data, msg.data(), msg.size());
+    CopyBytes(data.data, msg.data(), msg.size());
     return absl::OkStatus();
   }
 

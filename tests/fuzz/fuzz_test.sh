@@ -6,7 +6,7 @@ set -euo pipefail
 SAFETENSORS="$1" CONFIG="$2" JOBS="$3" COMPRESSOR="$4"
 G=tests/golden
 T="${TEST_TMPDIR:-$(mktemp -d)}"
-"$SAFETENSORS" 20000 $G/lococo/parity/official.compressor.safetensors \
+"$SAFETENSORS" 5000 $G/lococo/parity/official.compressor.safetensors \
   $G/matryoshka/parity.safetensors $G/llama_f16/model.safetensors
 "$CONFIG" 20000 $G/*/config.json tools/model/config.json
 head -n 3 tools/demo/jobs.jsonl | cut -c1-4000 > "$T/jobs.jsonl"
@@ -15,5 +15,5 @@ cat >> "$T/jobs.jsonl" <<'JSONL'
 {"id": 7, "document_ids": [1, 2, 3], "question_ids": [[4, 5]], "temperature": 0.7, "top_k": 5, "top_p": 0.9, "seed": 3, "question_mode": "aware", "cache": {"layer_slots": [8, 16], "snapkv": {"window": 4, "kernel": 3}}}
 JSONL
 "$JOBS" 20000 "$T/jobs.jsonl"
-"$COMPRESSOR" 20000 $G/lococo/parity/official.compressor.safetensors \
+"$COMPRESSOR" 5000 $G/lococo/parity/official.compressor.safetensors \
   $G/lococo/parity/pure.compressor.safetensors $G/matryoshka/parity.safetensors
