@@ -21,6 +21,7 @@ namespace {
 // Inputs may carry whole documents inline.
 constexpr size_t kMaxInputBytes = size_t{1} << 36;
 constexpr int kMaxListedErrors = 10;
+constexpr int kMaxJsonDepth = 32;  // a job line's nesting (its own needs 4)
 
 // nlohmann's "[json.exception.parse_error.101] parse error at line 1, ..."
 // without the bracketed tag.
@@ -100,10 +101,22 @@ absl::Status CheckFields(const nlohmann::json& o, const Job& job) {
 absl::StatusOr<JobLine> ParseJobLine(absl::string_view text, int line, const std::string& where,
                                      std::vector<std::string>* warnings) {
   nlohmann::json o;
+  // Deeper values are dropped while parsing (a hostile line cannot build a
+  // structure that is costly to print or destroy) and the line is refused.
+  bool too_deep = false;
+  const nlohmann::json::parser_callback_t limit_depth =
+      [&too_deep](int depth, nlohmann::json::parse_event_t, nlohmann::json&) {
+        if (depth > kMaxJsonDepth) too_deep = true;
+        return !too_deep;
+      };
   try {
-    o = nlohmann::json::parse(text.begin(), text.end());
+    o = nlohmann::json::parse(text.begin(), text.end(), limit_depth);
   } catch (const nlohmann::json::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(where, ": not valid JSON: ", JsonError(e)));
+  }
+  if (too_deep) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": nests deeper than ", kMaxJsonDepth, " levels"));
   }
   if (!o.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(where, ": expected a JSON object"));
@@ -119,7 +132,8 @@ absl::StatusOr<JobLine> ParseJobLine(absl::string_view text, int line, const std
     o["id"] = j.id;
   } else {
     return absl::InvalidArgumentError(
-        absl::StrCat(where, ": \"id\" must be a string or an integer, got ", id.dump()));
+        absl::StrCat(where, ": \"id\" must be a string or an integer, got ",
+                     id.is_structured() ? id.type_name() : id.dump()));
   }
   if (j.id.empty()) return absl::InvalidArgumentError(absl::StrCat(where, ": empty \"id\""));
   for (auto it = o.begin(); it != o.end();) {
