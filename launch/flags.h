@@ -42,6 +42,7 @@ ABSL_DECLARE_FLAG(int32_t, cache_window);
 ABSL_DECLARE_FLAG(std::string, cache_config);
 ABSL_DECLARE_FLAG(std::string, compressor);
 ABSL_DECLARE_FLAG(double, feature_budget);
+ABSL_DECLARE_FLAG(std::string, memory_limit);
 ABSL_DECLARE_FLAG(int32_t, cache_buffer);
 ABSL_DECLARE_FLAG(std::string, question_mode);
 ABSL_DECLARE_FLAG(int32_t, tp);

@@ -2,6 +2,8 @@
 // the world, the model sharded over each TP group, the documents of
 // --documents_file shared out over the data-parallel replicas, and every
 // result written by world rank 0 in input order.
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdio>
 #include <optional>
@@ -22,8 +24,10 @@
 #include "launch/prompt.h"
 #include "launch/ranks.h"
 #include "launch/report.h"
+#include "launch/run.h"
 #include "models/tokenizer/tokenizer.h"
 #include "runtime/engine.h"
+#include "runtime/memory_plan.h"
 
 namespace kvfold {
 namespace {
@@ -87,6 +91,38 @@ absl::StatusOr<GenerateOptions> GenerateOptionsFromFlags() {
   return o;
 }
 
+namespace {
+
+// Memory admission (runtime/memory_plan.h): this rank's weights, caches and
+// workspace against --memory_limit, or on the CPU the machine's memory.
+absl::Status AdmitMemory(const ModelConfig& config, const EngineOptions& options,
+                         const LoadOptions& load, const std::vector<Prompt>& prompts) {
+  int64_t longest = 0;  // document + longest question
+  for (const Prompt& p : prompts) {
+    size_t question = 0;
+    for (const auto& q : p.questions) question = std::max(question, q.size());
+    longest = std::max<int64_t>(longest, p.document.size() + question);
+  }
+  if (prompts.empty()) longest = absl::GetFlag(FLAGS_max_document_tokens);  // kvfold run
+  const int bytes = load.device.kind == Device::Kind::kCpu ? 4 : DTypeSize(load.dtype);
+  KVFOLD_ASSIGN_OR_RETURN(
+      const MemoryPlan plan,
+      PlanMemory(config, options, std::max(1, absl::GetFlag(FLAGS_tp)), bytes, longest,
+                 absl::GetFlag(FLAGS_max_new_tokens)));
+  const std::string flag = absl::GetFlag(FLAGS_memory_limit);
+  if (!flag.empty()) {
+    absl::StatusOr<double> limit = ParseBytes(flag);
+    if (!limit.ok()) return AsFlagError(absl::InvalidArgumentError(
+        absl::StrCat("memory_limit: ", limit.status().message())));
+    return CheckMemoryPlan(plan, *limit, "--memory_limit=" + flag);
+  }
+  if (load.device.kind != Device::Kind::kCpu) return absl::OkStatus();  // checked on allocation
+  const double physical = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGE_SIZE));
+  return CheckMemoryPlan(plan, physical, "this machine's memory");
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<LlamaModel>> StartModel(Ranks& ranks, absl::Status prepared,
                                                       const EngineOptions& options,
                                                       const std::vector<Prompt>& prompts,
@@ -106,6 +142,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> StartModel(Ranks& ranks, absl::Statu
         KVFOLD_RETURN_IF_ERROR(CheckIds(prompts[i], config.vocab_size, tokenizer, where));
       }
       KVFOLD_ASSIGN_OR_RETURN(load, LoadOptionsFromFlags());
+      KVFOLD_RETURN_IF_ERROR(AdmitMemory(config, options, load, prompts));
       if (options.projection != nullptr && load.device.kind != Device::Kind::kCpu) {
         return absl::UnimplementedError(
             "MatryoshkaKV projections (--compressor with a matryoshka file) run on the CPU "

@@ -74,6 +74,10 @@ ABSL_FLAG(std::string, compressor, "",
           "a LoCoCo module (tools/calibrate/calibrate.py; selects --cache=lococo "
           "when --cache is not given) and/or MatryoshkaKV projections (kvfold "
           "calibrate --method=pca, tools/calibrate/matryoshka_calibrate.py)");
+ABSL_FLAG(std::string, memory_limit, "",
+          "refuse at start-up a job whose estimated peak per rank (weights + "
+          "caches + workspace) exceeds this many bytes (e.g. 20G; default: the "
+          "machine's memory on the CPU)");
 ABSL_FLAG(double, feature_budget, 0,
           "MatryoshkaKV: fraction of key/value features kept, one of the rank "
           "allocations stored in the projection file (0: its only one)");

@@ -188,5 +188,16 @@ expect_error 1 "needs its calibrated parameters: --compressor=PATH" generate --m
 expect_error 1 "applies to --cache=lococo only" generate --model=$LOCOCO/model --ids=1,2 --cache=h2o --cache_slots=32 --compressor=$COMP
 expect_error 1 "cache_buffer applies to --cache=lococo only" generate --model=$LOCOCO/model --ids=1,2 --cache=h2o --cache_slots=32 --cache_buffer=3
 
+# Memory admission (runtime/memory_plan.h): refused at start-up with the
+# parts named, before the weights are read; a generous limit changes nothing.
+expect_error 1 "needs about .* per rank (weights .*, caches .* for 2 sequences of up to 36 tokens, workspace .*), more than --memory_limit=64K" \
+  score --model=$MODEL --ids=1,5,9,33 --memory_limit=64K
+echo '{"id": "a", "document_ids": [1, 2, 3], "question_ids": [[4]]}' >"$tmp/jobs.jsonl"
+expect_error 1 "sequences of unknown length (a full cache not counted)" \
+  run --model=$MODEL --input="$tmp/jobs.jsonl" --output="$tmp/never.jsonl" --memory_limit=100K
+[ -s "$tmp/never.jsonl" ] && { echo "FAIL: a refused run wrote results"; failures=$((failures + 1)); }
+expect_error 1 "memory_limit: \"12Q\" is not a size" score --model=$MODEL --ids=1,5 --memory_limit=12Q
+expect_ok score --model=$MODEL --ids=1,5,9,33 --memory_limit=4G
+
 echo "cli_test: $failures failure(s)"
 [ "$failures" -eq 0 ]
