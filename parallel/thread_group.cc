@@ -1,22 +1,28 @@
 #include "parallel/thread_group.h"
 
 #include <algorithm>
+#include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <string>
 #include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "kernels/status_macros.h"
 
 namespace kvfold {
 
+// std::mutex rather than absl::Mutex: ThreadSanitizer sees the pthread
+// calls under it (Debian's absl is not built with TSan annotations).
 struct ThreadGroup::Shared {
-  absl::Mutex mu;
+  std::mutex mu;
+  std::condition_variable changed;  // a generation, a message or a failure
   int size = 0;
   absl::Duration timeout;
   int64_t generation = 0;
@@ -108,22 +114,23 @@ class ThreadComm : public Communicator {
 
   absl::Status Send(const TensorView& data, int peer, int tag) override {
     KVFOLD_RETURN_IF_ERROR(CheckRank(peer, s_->size, "Send peer"));
-    absl::MutexLock lock(&s_->mu);
+    std::lock_guard<std::mutex> lock(s_->mu);
     if (!s_->failure.empty()) return absl::AbortedError(s_->failure);
     s_->mail[{rank_, peer, tag}].emplace_back(static_cast<const char*>(data.data),
                                               data.bytes());
+    s_->changed.notify_all();
     return absl::OkStatus();
   }
 
   absl::Status Recv(const TensorView& data, int peer, int tag) override {
     KVFOLD_RETURN_IF_ERROR(CheckRank(peer, s_->size, "Recv peer"));
-    absl::MutexLock lock(&s_->mu);
+    std::unique_lock<std::mutex> lock(s_->mu);
     auto key = std::make_tuple(peer, rank_, tag);
     auto ready = [&] {
       auto it = s_->mail.find(key);
       return !s_->failure.empty() || (it != s_->mail.end() && !it->second.empty());
     };
-    if (!s_->mu.AwaitWithTimeout(absl::Condition(&ready), s_->timeout)) {
+    if (!s_->changed.wait_for(lock, absl::ToChronoNanoseconds(s_->timeout), ready)) {
       return absl::DeadlineExceededError(absl::StrCat(
           "threads rank ", rank_, ": Recv from rank ", peer, " tag ", tag, " timed out after ",
           absl::FormatDuration(s_->timeout)));
@@ -142,7 +149,7 @@ class ThreadComm : public Communicator {
 
   absl::StatusOr<bool> Probe(int peer, int tag) override {
     KVFOLD_RETURN_IF_ERROR(CheckRank(peer, s_->size, "Probe peer"));
-    absl::MutexLock lock(&s_->mu);
+    std::lock_guard<std::mutex> lock(s_->mu);
     if (!s_->failure.empty()) return absl::AbortedError(s_->failure);
     auto it = s_->mail.find(std::make_tuple(peer, rank_, tag));
     return it != s_->mail.end() && !it->second.empty();
@@ -164,7 +171,7 @@ class ThreadComm : public Communicator {
       std::sort(members.begin(), members.end());
       const int index = int(std::find(members.begin(), members.end(),
                                       std::make_pair(key, rank_)) - members.begin());
-      absl::MutexLock lock(&s_->mu);
+      std::lock_guard<std::mutex> lock(s_->mu);
       // The generation stays put until every rank has left this collective.
       std::shared_ptr<ThreadGroup::Shared>& group = s_->splits[{s_->generation, color}];
       if (group == nullptr) group = NewShared(int(members.size()), s_->timeout);
@@ -188,19 +195,22 @@ class ThreadComm : public Communicator {
   }
 
   // Waits until every rank has arrived at this point (a reusable barrier).
-  absl::Status Arrive(const std::string& what) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s_->mu) {
+  // `lock` holds s_->mu.
+  absl::Status Arrive(const std::string& what, std::unique_lock<std::mutex>& lock) {
     if (!s_->failure.empty()) return absl::AbortedError(s_->failure);
     const int64_t generation = s_->generation;
     if (++s_->arrived == s_->size) {
       s_->arrived = 0;
       ++s_->generation;
+      s_->changed.notify_all();
       return absl::OkStatus();
     }
     auto done = [&] { return s_->generation != generation || !s_->failure.empty(); };
-    if (!s_->mu.AwaitWithTimeout(absl::Condition(&done), s_->timeout)) {
+    if (!s_->changed.wait_for(lock, absl::ToChronoNanoseconds(s_->timeout), done)) {
       s_->failure = absl::StrCat("threads rank ", rank_, ": ", what, " timed out after ",
                                  absl::FormatDuration(s_->timeout),
                                  " waiting for the other ranks");
+      s_->changed.notify_all();
       return absl::DeadlineExceededError(s_->failure);
     }
     if (!s_->failure.empty()) return absl::AbortedError(s_->failure);
@@ -211,23 +221,23 @@ class ThreadComm : public Communicator {
   // ranks' inputs), and meets again so no input is released early.
   absl::Status Collective(const std::string& signature, const void* input,
                           const std::function<void()>& compute) {
-    absl::MutexLock lock(&s_->mu);
+    std::unique_lock<std::mutex> lock(s_->mu);
     s_->inputs[rank_] = input;
     s_->signatures[rank_] = signature;
-    KVFOLD_RETURN_IF_ERROR(Arrive(signature));
+    KVFOLD_RETURN_IF_ERROR(Arrive(signature, lock));
     for (int r = 0; r < s_->size; ++r) {
       if (s_->signatures[r] != signature) {
         const std::string error = absl::StrCat("threads: rank ", rank_, " called ", signature,
                                                " but rank ", r, " called ",
                                                s_->signatures[r]);
-        KVFOLD_RETURN_IF_ERROR(Arrive(signature));
+        KVFOLD_RETURN_IF_ERROR(Arrive(signature, lock));
         return absl::InvalidArgumentError(error);
       }
     }
-    s_->mu.Unlock();
+    lock.unlock();
     compute();
-    s_->mu.Lock();
-    return Arrive(signature);
+    lock.lock();
+    return Arrive(signature, lock);
   }
 
   std::shared_ptr<ThreadGroup::Shared> s_;
