@@ -25,10 +25,13 @@ absl::StatusOr<MemoryPlan> PlanMemory(const ModelConfig& c, const EngineOptions&
                   ? std::min<int64_t>(longest_document + answer_tokens,
                                       c.max_position_embeddings)
                   : 0;
-  CacheConfig slots_only = options.cache;  // budgets do not depend on features
+  // Slot budgets do not depend on the features (checked elsewhere).
+  CacheConfig slots_only = options.cache;
   slots_only.clear_feature_budget();
+  LearnedParams learned = Learned(options);
+  learned.matryoshka = nullptr;
   KVFOLD_ASSIGN_OR_RETURN(std::vector<int64_t> budgets,
-                          LayerBudgets(slots_only, c.num_layers, chunk, Learned(options)));
+                          LayerBudgets(slots_only, c.num_layers, chunk, learned));
   // Slots per layer at the peak: the budget plus one chunk (compression
   // runs after it), or every token for the full cache. Keys and values, f32.
   const int64_t cap = p.longest > 0 ? p.longest : c.max_position_embeddings;
