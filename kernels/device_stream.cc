@@ -1,8 +1,11 @@
 #include "kernels/device_stream.h"
 
+#include <unistd.h>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
+#include "kernels/status_macros.h"
 
 #ifdef KVFOLD_WITH_CUDA
 #include "kernels/cuda/cuda_ops.h"
@@ -67,6 +70,20 @@ std::string DescribeDevice(Device device) {
   if (name.ok()) return absl::StrCat(device.ToString(), " ", *name);
 #endif
   return device.ToString();
+}
+
+absl::StatusOr<double> DeviceMemoryBytes(Device device) {
+  if (device.kind == Device::Kind::kCpu) {
+    return double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGE_SIZE));
+  }
+#ifdef KVFOLD_WITH_CUDA
+  size_t free_bytes = 0;
+  KVFOLD_RETURN_IF_ERROR(cuda::FreeMemory(device.index, &free_bytes));
+  return double(free_bytes);
+#else
+  return absl::UnimplementedError(
+      "this binary was built without CUDA (build with --config=cuda)");
+#endif
 }
 
 absl::StatusOr<std::unique_ptr<DeviceStream>> DeviceStream::Open(

@@ -23,6 +23,10 @@ absl::StatusOr<Device> ParseDevice(const std::string& value);
 // A human-readable description for logs and benchmark output.
 std::string DescribeDevice(Device device);
 
+// Memory a job may use on `device`, in bytes: the machine's physical memory
+// for the CPU, the device's free memory for CUDA (an error without CUDA).
+absl::StatusOr<double> DeviceMemoryBytes(Device device);
+
 class DeviceStream {
  public:
   static absl::StatusOr<std::unique_ptr<DeviceStream>> Open(Device device,

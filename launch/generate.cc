@@ -2,8 +2,6 @@
 // the world, the model sharded over each TP group, the documents of
 // --documents_file shared out over the data-parallel replicas, and every
 // result written by world rank 0 in input order.
-#include <unistd.h>
-
 #include <csignal>
 #include <cstdio>
 #include <optional>
@@ -18,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "cache/policies.h"
+#include "kernels/device_stream.h"
 #include "kernels/status_macros.h"
 #include "launch/commands.h"
 #include "launch/flags.h"
@@ -116,9 +115,11 @@ absl::Status AdmitMemory(const ModelConfig& config, const EngineOptions& options
         absl::StrCat("memory_limit: ", limit.status().message())));
     return CheckMemoryPlan(plan, *limit, "--memory_limit=" + flag);
   }
-  if (load.device.kind != Device::Kind::kCpu) return absl::OkStatus();  // checked on allocation
-  const double physical = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGE_SIZE));
-  return CheckMemoryPlan(plan, physical, "this machine's memory");
+  KVFOLD_ASSIGN_OR_RETURN(const double have, DeviceMemoryBytes(load.device));
+  return CheckMemoryPlan(plan, have,
+                         load.device.kind == Device::Kind::kCpu
+                             ? std::string("this machine's memory")
+                             : absl::StrCat(load.device.ToString(), "'s free memory"));
 }
 
 }  // namespace

@@ -37,6 +37,13 @@ absl::StatusOr<std::string> DeviceName(int device) {
                          p.totalGlobalMem / double(1 << 30));
 }
 
+absl::Status FreeMemory(int device, size_t* free_bytes) {
+  CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
+  size_t total = 0;
+  CUDA_RETURN_IF_ERROR(cudaMemGetInfo(free_bytes, &total));
+  return absl::OkStatus();
+}
+
 absl::StatusOr<void*> Malloc(int device, size_t bytes) {
   CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
   void* p = nullptr;

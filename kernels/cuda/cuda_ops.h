@@ -26,6 +26,8 @@ namespace kvfold::cuda {
 absl::Status DeviceCount(int* count);
 // Name, memory and SM count of a device, for logs and benchmark headers.
 absl::StatusOr<std::string> DeviceName(int device);
+// Free memory on the device, in bytes.
+absl::Status FreeMemory(int device, size_t* free_bytes);
 
 // Device memory (plain cudaMalloc; no managed memory). Free(nullptr) is a no-op.
 absl::StatusOr<void*> Malloc(int device, size_t bytes);
