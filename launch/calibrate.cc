@@ -53,17 +53,23 @@ struct Moments {
   std::vector<double> outer;  // [d, d], upper triangle (row-major) filled
 };
 
-// A full cache that also accumulates the moments of everything appended.
+// Zeroed moments for every (layer, KV head, K|V) of `shape`, index
+// (layer * kv_heads + head) * 2 + kv.
+std::vector<Moments> NewMoments(const CacheShape& shape) {
+  std::vector<Moments> all(2 * shape.num_layers * shape.kv_heads);
+  for (Moments& m : all) {
+    m.sum.assign(shape.head_dim, 0.0);
+    m.outer.assign(shape.head_dim * shape.head_dim, 0.0);
+  }
+  return all;
+}
+
+// A full cache (one sequence) that also adds everything appended to
+// `moments` (shared by every sequence).
 class MomentsCache : public KvCache {
  public:
-  explicit MomentsCache(const CacheShape& shape)
-      : inner_(shape), moments_(2 * shape.num_layers * shape.kv_heads) {
-    const int64_t d = shape.head_dim;
-    for (Moments& m : moments_) {
-      m.sum.assign(d, 0.0);
-      m.outer.assign(d * d, 0.0);
-    }
-  }
+  MomentsCache(const CacheShape& shape, std::vector<Moments>& moments)
+      : inner_(shape), moments_(moments) {}
 
   absl::Status Append(int layer, const float* k, const float* v, const int32_t* positions,
                       int64_t n) override {
@@ -104,7 +110,7 @@ class MomentsCache : public KvCache {
 
  private:
   FullKvCache inner_;
-  std::vector<Moments> moments_;
+  std::vector<Moments>& moments_;
   std::vector<float> host_;
   std::vector<double> rows_;
 };
@@ -245,22 +251,12 @@ absl::Status RunCalibrate(Ranks& ranks) {
   }
 
   Engine engine(*model, options);
-  MomentsCache cache(model->cache_shape(engine.stream()));
+  const CacheShape shape = model->cache_shape(engine.stream());
+  std::vector<Moments> moments = NewMoments(shape);
   int64_t tokens = 0;
   for (size_t i = 0; i < prompts.size(); ++i) {
-    MomentsCache doc(model->cache_shape(engine.stream()));
+    MomentsCache doc(shape, moments);  // a fresh cache per sequence
     KVFOLD_RETURN_IF_ERROR(engine.Prefill(prompts[i].document, LogitsFor::kNone, doc, nullptr));
-    for (int64_t l = 0; l < c.num_layers; ++l) {  // keep the moments, drop the cache
-      for (int64_t g = 0; g < cache.shape().kv_heads; ++g) {
-        for (int kv = 0; kv < 2; ++kv) {
-          Moments& into = cache.moments(l, g, kv);
-          const Moments& from = doc.moments(l, g, kv);
-          into.count += from.count;
-          for (int64_t j = 0; j < d; ++j) into.sum[j] += from.sum[j];
-          for (int64_t j = 0; j < d * d; ++j) into.outer[j] += from.outer[j];
-        }
-      }
-    }
     tokens += static_cast<int64_t>(prompts[i].document.size());
     if (ranks.writer()) {
       std::fprintf(stderr, "calibrate: %zu of %zu sequences, %ld tokens\n", i + 1,
@@ -277,7 +273,7 @@ absl::Status RunCalibrate(Ranks& ranks) {
       for (int kv = 0; kv < 2; ++kv) {
         std::vector<float> basis, mean;
         std::vector<double> eigen;
-        if (absl::Status st = Principal(cache.moments(l, g, kv), d, basis, mean, eigen);
+        if (absl::Status st = Principal(moments[(l * local + g) * 2 + kv], d, basis, mean, eigen);
             !st.ok()) {
           return absl::Status(st.code(), absl::StrCat(st.message(), " (layer ", l, " KV head ",
                                                       slice.kv_head_begin + g,

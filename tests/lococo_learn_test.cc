@@ -16,47 +16,13 @@
 #include "gtest/gtest.h"
 #include "models/compressor_file.h"
 #include "runtime/engine.h"
+#include "tests/learn_util.h"
 
 namespace kvfold {
 namespace {
 
 const char kDir[] = "tests/golden/lococo/";
 constexpr int64_t kChunk = 32;  // the calibration chunk
-
-std::vector<std::vector<int32_t>> ReadIds(const std::string& path) {
-  std::ifstream in(path);
-  EXPECT_TRUE(in.good()) << path;
-  std::vector<std::vector<int32_t>> out;
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty()) continue;
-    std::vector<int32_t> ids;
-    for (absl::string_view item : absl::StrSplit(line, absl::ByAnyChar(", "), absl::SkipEmpty())) {
-      int32_t id;
-      EXPECT_TRUE(absl::SimpleAtoi(item, &id)) << path << ": " << item;
-      ids.push_back(id);
-    }
-    out.push_back(std::move(ids));
-  }
-  EXPECT_FALSE(out.empty()) << path;
-  return out;
-}
-
-// Mean NLL per predicted token over `docs` with `options`.
-double MeanNll(const LlamaModel& model, const EngineOptions& options,
-               const std::vector<std::vector<int32_t>>& docs) {
-  Engine engine(model, options);
-  double nll = 0;
-  int64_t tokens = 0;
-  for (const auto& doc : docs) {
-    auto r = engine.Score(doc);
-    EXPECT_TRUE(r.ok()) << r.status();
-    if (!r.ok()) return 1e30;
-    nll += r->nll;
-    tokens += static_cast<int64_t>(r->logprobs.size());
-  }
-  return nll / tokens;
-}
 
 EngineOptions LoCoCo(const std::string& file) {
   EngineOptions o;

@@ -42,13 +42,23 @@ std::vector<int32_t> Ids(const SafetensorsFile& g) {
   return ids;
 }
 
-TEST(MatryoshkaGoldenTest, LogitsAndCacheMatchThePyTorchReference) {
-  auto model = LlamaModel::Load(kModel);
-  ASSERT_TRUE(model.ok()) << model.status();
-  auto file = LoadCompressorFile(absl::StrCat(kDir, "parity.safetensors"));
-  ASSERT_TRUE(file.ok()) << file.status();
-  auto golden = SafetensorsFile::Open(absl::StrCat(kDir, "parity_golden.safetensors"));
-  ASSERT_TRUE(golden.ok()) << golden.status();
+// The tiny checkpoint, the projection file and the reference's outputs,
+// loaded for each test.
+class MatryoshkaGoldenTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(model.ok()) << model.status();
+    ASSERT_TRUE(file.ok()) << file.status();
+    ASSERT_TRUE(golden.ok()) << golden.status();
+  }
+  absl::StatusOr<std::unique_ptr<LlamaModel>> model = LlamaModel::Load(kModel);
+  absl::StatusOr<std::shared_ptr<const CompressorFile>> file =
+      LoadCompressorFile(absl::StrCat(kDir, "parity.safetensors"));
+  absl::StatusOr<std::unique_ptr<SafetensorsFile>> golden =
+      SafetensorsFile::Open(absl::StrCat(kDir, "parity_golden.safetensors"));
+};
+
+TEST_F(MatryoshkaGoldenTest, LogitsAndCacheMatchThePyTorchReference) {
   const SafetensorsFile& g = **golden;
   const std::vector<int32_t> ids = Ids(g);
   const int64_t n = ids.size(), vocab = (*model)->config().vocab_size;
@@ -111,13 +121,7 @@ TEST(MatryoshkaGoldenTest, LogitsAndCacheMatchThePyTorchReference) {
 // Every slot policy on a full-rank projected cache (random orthogonal bases,
 // non-zero means) keeps the same slots and gives the same log-probabilities
 // as on the plain cache: projection at full rank is a rotation.
-TEST(MatryoshkaGoldenTest, FullRankComposesWithEverySlotPolicy) {
-  auto model = LlamaModel::Load(kModel);
-  ASSERT_TRUE(model.ok()) << model.status();
-  auto file = LoadCompressorFile(absl::StrCat(kDir, "parity.safetensors"));
-  ASSERT_TRUE(file.ok()) << file.status();
-  auto golden = SafetensorsFile::Open(absl::StrCat(kDir, "parity_golden.safetensors"));
-  ASSERT_TRUE(golden.ok());
+TEST_F(MatryoshkaGoldenTest, FullRankComposesWithEverySlotPolicy) {
   std::vector<int32_t> ids = Ids(**golden);
   for (int rep = 0; rep < 2; ++rep) ids.insert(ids.end(), ids.begin(), ids.begin() + 90);
   const ModelConfig& c = (*model)->config();
@@ -163,13 +167,7 @@ TEST(MatryoshkaGoldenTest, FullRankComposesWithEverySlotPolicy) {
 // A forward call whose caches share one layout folds U_v into W_o; mixed
 // layouts (batched decode of different budgets) reconstruct each head's
 // output instead. Both give the same logits.
-TEST(MatryoshkaGoldenTest, FoldedOutputProjectionEqualsReconstruction) {
-  auto model = LlamaModel::Load(kModel);
-  ASSERT_TRUE(model.ok()) << model.status();
-  auto file = LoadCompressorFile(absl::StrCat(kDir, "parity.safetensors"));
-  ASSERT_TRUE(file.ok()) << file.status();
-  auto golden = SafetensorsFile::Open(absl::StrCat(kDir, "parity_golden.safetensors"));
-  ASSERT_TRUE(golden.ok());
+TEST_F(MatryoshkaGoldenTest, FoldedOutputProjectionEqualsReconstruction) {
   const std::vector<int32_t> ids = Ids(**golden);
   const LlamaModel& m = **model;
   const int64_t vocab = m.config().vocab_size;
@@ -206,11 +204,7 @@ TEST(MatryoshkaGoldenTest, FoldedOutputProjectionEqualsReconstruction) {
   EXPECT_LT(RelErr(together.data(), alone.data(), 2 * vocab), 1e-6);
 }
 
-TEST(MatryoshkaGoldenTest, ClearErrorsForImpossibleCombinations) {
-  auto model = LlamaModel::Load(kModel);
-  ASSERT_TRUE(model.ok());
-  auto file = LoadCompressorFile(absl::StrCat(kDir, "parity.safetensors"));
-  ASSERT_TRUE(file.ok());
+TEST_F(MatryoshkaGoldenTest, ClearErrorsForImpossibleCombinations) {
   const ModelConfig& c = (*model)->config();
   EngineOptions o;
   o.cache.set_feature_budget(0.5);

@@ -8,52 +8,16 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
-#include "absl/strings/str_split.h"
-#include "absl/strings/strip.h"
 #include "gtest/gtest.h"
 #include "models/compressor_file.h"
-#include "models/files.h"
 #include "runtime/engine.h"
+#include "tests/learn_util.h"
 
 namespace kvfold {
 namespace {
 
 const char kModel[] = "tools/model";
 const char kDir[] = "tests/golden/matryoshka/learn/";
-
-std::vector<std::vector<int32_t>> ReadIds(const std::string& path) {
-  auto text = ReadTextFile(path, 1 << 24);
-  EXPECT_TRUE(text.ok()) << text.status();
-  std::vector<std::vector<int32_t>> out;
-  for (absl::string_view line : absl::StrSplit(*text, '\n', absl::SkipWhitespace())) {
-    std::vector<int32_t> ids;
-    for (absl::string_view item :
-         absl::StrSplit(line, absl::ByAnyChar(", "), absl::SkipWhitespace())) {
-      int32_t v = 0;
-      EXPECT_TRUE(absl::SimpleAtoi(item, &v)) << item;
-      ids.push_back(v);
-    }
-    out.push_back(std::move(ids));
-  }
-  return out;
-}
-
-// Mean NLL per predicted token over the held-out sequences.
-double HeldOutNll(const LlamaModel& model, const EngineOptions& options,
-                  const std::vector<std::vector<int32_t>>& seqs) {
-  Engine engine(model, options);
-  double nll = 0;
-  int64_t count = 0;
-  for (const auto& ids : seqs) {
-    auto r = engine.Score(ids);
-    EXPECT_TRUE(r.ok()) << r.status();
-    if (!r.ok()) return 0;
-    nll += r->nll;
-    count += r->logprobs.size();
-  }
-  return nll / count;
-}
 
 TEST(MatryoshkaLearnTest, TrainedBeatsPcaAtEveryBudget) {
   auto model = LlamaModel::Load(kModel);
@@ -62,7 +26,7 @@ TEST(MatryoshkaLearnTest, TrainedBeatsPcaAtEveryBudget) {
   ASSERT_FALSE(heldout.empty());
   EngineOptions plain;
   plain.prefill_chunk = 1024;
-  const double unprojected = HeldOutNll(**model, plain, heldout);
+  const double unprojected = MeanNll(**model, plain, heldout);
   std::printf("held-out NLL/token, no projection: %.4f\n", unprojected);
 
   std::vector<std::shared_ptr<const CompressorFile>> files;
@@ -80,7 +44,7 @@ TEST(MatryoshkaLearnTest, TrainedBeatsPcaAtEveryBudget) {
       EngineOptions o = plain;
       o.projection = files[i];
       o.cache.set_feature_budget(b);
-      nll[i] = HeldOutNll(**model, o, heldout);
+      nll[i] = MeanNll(**model, o, heldout);
     }
     std::printf("| %g | %.4f | %.4f | %.4f |\n", b, nll[0], nll[1], nll[2]);
     if (b == 1.0) {

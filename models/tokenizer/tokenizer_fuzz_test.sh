@@ -20,13 +20,13 @@ cat > "$small_seed" <<'JSON'
    "vocab": {"<unk>": 0, "a": 1, "b": 2, "▁": 3, "ab": 4, "<0xE4>": 5, "<0xB8>": 7, "▁ab": 8},
    "merges": ["a b", "▁ ab"]}}
 JSON
-"$DRIVER" 3000 "$small_seed"
-"$DRIVER" 60 "$G/llama3_bytelevel/tokenizer.json" "$G/llama2_sentencepiece/tokenizer.json" \
+"$DRIVER" 3000 --nul_sample "$small_seed"
+"$DRIVER" 60 --nul_sample "$G/llama3_bytelevel/tokenizer.json" "$G/llama2_sentencepiece/tokenizer.json" \
   "$G/qwen2_bytelevel/tokenizer.json"
 corpus="$tmp/corpus.txt"
 # Seed texts: the tokenizer fixtures' own corpus lines (JSON-escaped is fine
 # as text: it is arbitrary input either way).
 head -c 20000 "$G/llama3_bytelevel/golden.json" > "$corpus"
-KVFOLD_FUZZ_TOKENIZER="$G/llama3_bytelevel" "$DRIVER" 1500 --text "$corpus"
-KVFOLD_FUZZ_TOKENIZER="$G/llama2_sentencepiece" "$DRIVER" 1500 --text "$corpus"
-KVFOLD_FUZZ_TOKENIZER="$G/qwen2_bytelevel" "$DRIVER" 800 --text "$corpus"
+KVFOLD_FUZZ_TOKENIZER="$G/llama3_bytelevel" "$DRIVER" 1500 "$corpus"
+KVFOLD_FUZZ_TOKENIZER="$G/llama2_sentencepiece" "$DRIVER" 1500 "$corpus"
+KVFOLD_FUZZ_TOKENIZER="$G/qwen2_bytelevel" "$DRIVER" 800 "$corpus"

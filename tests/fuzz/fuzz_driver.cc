@@ -4,7 +4,10 @@
 // JSON/number fragments, deletions, duplications, splices, truncations),
 // each fed to LLVMFuzzerTestOneInput. Built with clang's -fsanitize=fuzzer
 // instead (tools/fuzz/fuzz.sh), the same harnesses run under libFuzzer.
-// Usage: fuzz_driver ITERATIONS SEED_FILE...
+// Also the tokenizer's driver (models/tokenizer:fuzz_driver).
+// Usage: fuzz_driver ITERATIONS [--nul_sample] SEED_FILE...
+// (--nul_sample: a NUL byte and a sample text are appended to every seed,
+// the tokenizer harness's "tokenizer.json, NUL, text" input.)
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -37,17 +40,26 @@ void Run(const std::string& s) {
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::fprintf(stderr, "usage: fuzz_driver ITERATIONS SEED_FILE...\n");
+    std::fprintf(stderr, "usage: fuzz_driver ITERATIONS [--nul_sample] SEED_FILE...\n");
     return 2;
   }
   const long iterations = std::atol(argv[1]);
+  int first = 2;
+  const bool nul_sample = std::string(argv[2]) == "--nul_sample";
+  if (nul_sample) ++first;
+  const std::string sample =
+      std::string(1, '\0') +
+      "Hello, world! It's 12345 tokens: 東京 🙂 e\xCC\x81 <s> </s> <|begin_of_text|>\n\n  x";
   std::vector<std::string> seeds;
-  for (int i = 2; i < argc; ++i) seeds.push_back(Read(argv[i]));
+  for (int i = first; i < argc; ++i) seeds.push_back(Read(argv[i]) + (nul_sample ? sample : ""));
   for (const std::string& s : seeds) Run(s);
   static const char* kFragments[] = {"{", "}", "[", "]", ",", ":", "\"", "\\", "\\u0000",
                                      "null", "true", "-1", "0", "1e309", "4294967296",
                                      "9223372036854775807", "-9223372036854775808", "NaN",
-                                     "\xFF", "\x00\x00\x00\x00", "\n", "[[[[[[[[[[[[[[[["};
+                                     "\xFF", "\x00\x00\x00\x00", "\n", "[[[[[[[[[[[[[[[[",
+                                     // UTF-8 pieces (whole and cut) and tokenizer markers
+                                     "\xF0\x9F", "\xE6\x9D\xB1", "\xC3", "\x80", " ", "<s>",
+                                     "\xE2\x96\x81"};
   std::mt19937_64 rng(12345);
   for (long it = 0; it < iterations; ++it) {
     std::string s = seeds[rng() % seeds.size()];

@@ -14,8 +14,9 @@ shift || true
 NAMES=("$@")
 [ ${#NAMES[@]} -eq 0 ] && NAMES=(safetensors config jobs compressor tokenizer)
 OB=/tmp/ob_fuzz
-bazel --output_base=$OB build --config=fuzz //tests/fuzz:all >&2 || exit 1
-BIN=$(bazel --output_base=$OB info --config=fuzz bazel-bin 2>/dev/null)/tests/fuzz
+bazel --output_base=$OB build --config=fuzz //tests/fuzz:all //models/tokenizer:fuzz_driver >&2 ||
+  exit 1
+BIN=$(bazel --output_base=$OB info --config=fuzz bazel-bin 2>/dev/null)
 G=tests/golden
 OUT=/tmp/kvfold_fuzz
 summary=()
@@ -35,7 +36,9 @@ for name in "${NAMES[@]}"; do
                done ;;
     *) echo "fuzz.sh: unknown harness $name" >&2; exit 2 ;;
   esac
-  "$BIN/${name}_fuzz" -max_total_time="$SECS" -rss_limit_mb=4096 -max_len=200000 \
+  binary="$BIN/tests/fuzz/${name}_fuzz"
+  [ "$name" = tokenizer ] && binary="$BIN/models/tokenizer/fuzz_driver"  # its libFuzzer build
+  "$binary" -max_total_time="$SECS" -rss_limit_mb=4096 -max_len=200000 \
     -artifact_prefix="$dir/" -print_final_stats=1 "$dir/corpus" >"$dir/log" 2>&1
   rc=$?
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$dir/log" | grep -o '[0-9]*$')
