@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include <nlohmann/json.hpp>
 
 #include "absl/flags/flag.h"
@@ -36,19 +38,24 @@ namespace {
 constexpr int kResultTag = 1;
 
 // --fault=RANK:KIND (tests of failure handling): after start-up, rank RANK
-// returns an error (error), throws (throw) or is killed (kill).
+// returns an error (error), throws (throw), is killed (kill) or stops
+// answering while staying alive (hang).
 absl::Status InjectFault(const Ranks& ranks) {
   const std::string fault = absl::GetFlag(FLAGS_fault);
   if (fault.empty()) return absl::OkStatus();
   std::pair<std::string, std::string> parts = absl::StrSplit(fault, ':');
   int rank = -1;
   if (!absl::SimpleAtoi(parts.first, &rank) ||
-      (parts.second != "error" && parts.second != "throw" && parts.second != "kill")) {
+      (parts.second != "error" && parts.second != "throw" && parts.second != "kill" &&
+       parts.second != "hang")) {
     return absl::InvalidArgumentError(
-        absl::StrCat("--fault=", fault, ": expected RANK:error|throw|kill"));
+        absl::StrCat("--fault=", fault, ": expected RANK:error|throw|kill|hang"));
   }
   if (rank != ranks.rank()) return absl::OkStatus();
   if (parts.second == "kill") std::raise(SIGKILL);
+  if (parts.second == "hang") {
+    for (;;) pause();
+  }
   if (parts.second == "throw") throw std::runtime_error("fault injected by --fault");
   return absl::InternalError("fault injected by --fault");
 }

@@ -103,8 +103,8 @@ ABSL_FLAG(std::string, documents_file, "",
           "generate: one document per line as token ids, shared out over the "
           "data-parallel replicas; each gets the --questions");
 ABSL_FLAG(std::string, fault, "",
-          "testing failure handling: RANK:error|throw|kill makes that rank fail "
-          "after start-up");
+          "testing failure handling: RANK:error|throw|kill|hang makes that rank "
+          "fail (or stop answering) after start-up");
 
 namespace {
 

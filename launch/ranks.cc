@@ -90,12 +90,15 @@ absl::Status Ranks::SplitGroups() {
 }
 
 absl::Status Ranks::SyncReplica() {
-  return tp_jobs_ != nullptr && tp_jobs_->size() > 1 ? tp_jobs_->Barrier() : absl::OkStatus();
+  // One replica: nobody waits on other replicas, and a partner that stopped
+  // shows at the first collective of the document, within its timeout.
+  if (dp_size() == 1 || tp_jobs_ == nullptr || tp_jobs_->size() == 1) return absl::OkStatus();
+  return tp_jobs_->Barrier();
 }
 
 absl::Status Ranks::ShareWithReplica(std::string* text) {
-  if (tp_jobs_ == nullptr || tp_jobs_->size() == 1) return absl::OkStatus();
-  return BroadcastText(*tp_jobs_, text, 0);
+  if (tp_ == nullptr || tp_->size() == 1) return absl::OkStatus();
+  return BroadcastText(*tp_, text, 0);
 }
 
 int64_t Ranks::BytesExchanged() const {
@@ -105,6 +108,14 @@ int64_t Ranks::BytesExchanged() const {
     if (c != nullptr) bytes += c->Total().bytes;
   }
   return bytes;
+}
+
+absl::Status Ranks::CommunicationFailure() const {
+  for (const CountingCommunicator* c :
+       {owned_world_.get(), results_.get(), tp_.get(), tp_jobs_.get(), tp_device_.get()}) {
+    if (c != nullptr && !c->failure().ok()) return c->failure();
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<Communicator*> Ranks::TpFor(const Device& device) {

@@ -49,9 +49,10 @@ class Ranks {
   // Splits the world into the planned TP groups (collective; after
   // AgreeOnStartup, so no rank is missing).
   absl::Status SplitGroups();
-  // Meets the rest of this rank's TP group with the --job_timeout: before
-  // each document, so ranks whose partner (the writer) is waiting for other
-  // replicas' results do not run into the short collective timeout.
+  // Meets the rest of this rank's TP group with the --job_timeout before
+  // each document when there are several replicas, so ranks whose partner
+  // (the writer) is waiting for other replicas' results do not run into the
+  // short collective timeout. Nothing to do with one replica.
   absl::Status SyncReplica();
   const Mesh& mesh() const { return *mesh_; }
   // The TP group, or null for TP = 1 (the model then holds everything).
@@ -67,11 +68,14 @@ class Ranks {
   int ReplicaLeader(int dp) const;
   bool replica_leader() const { return ReplicaLeader(dp_rank()) == rank(); }
   // Collective over this rank's replica (its TP group), with the
-  // --job_timeout: every rank ends with its leader's `text`.
+  // --collective_timeout (the leader gets `text` from the writer, which
+  // answers between its own steps): every rank ends with its leader's `text`.
   absl::Status ShareWithReplica(std::string* text);
   // Payload bytes this rank has sent or contributed to collectives so far,
   // over every communicator of the job.
   int64_t BytesExchanged() const;
+  // The first error of any communicator of the job (OK while none failed).
+  absl::Status CommunicationFailure() const;
 
   // Collective over the world (with the --job_timeout: ranks load at
   // different speeds): OK when every rank's `status` is OK. Else

@@ -8,9 +8,11 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -24,6 +26,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "cache/policies.h"
 #include "kernels/status_macros.h"
 #include "launch/commands.h"
@@ -52,13 +56,19 @@ ABSL_FLAG(int64_t, max_document_tokens, 0,
 namespace kvfold {
 namespace {
 
-// Point-to-point messages between replica leaders and the writer, on the
-// results communicator (--job_timeout). A leader's messages share one tag,
-// so the writer receives them in the order they were sent (MPI orders
-// messages only within a tag): a leader's results always arrive before its
-// next request.
-constexpr int kLeaderTag = 11;  // 'R' + a result line, or 'Q' + jobs wanted
+// Point-to-point messages between replica leaders and the writer. A leader's
+// messages share one tag, so the writer receives them in the order they were
+// sent (MPI orders messages only within a tag): a leader's results always
+// arrive before its next request. The writer answers requests between its
+// own steps, so a leader waits for an assignment with the
+// --collective_timeout; and a leader that sends nothing at all (no result,
+// no request, no heartbeat) for that long has stopped: the writer ends the
+// job naming it.
+constexpr int kLeaderTag = 11;  // 'R' + result line, 'Q' + jobs wanted, 'H' (alive)
 constexpr int kAssignTag = 13;  // job indices ("" = no more), writer -> leader
+// Once every job is handed out, the writer tells the ranks that wait for the
+// rest to finish that it is alive ('H'), then that all is done ('D').
+constexpr int kWriterTag = 15;
 
 constexpr size_t kMaxDocumentBytes = size_t{1} << 33;
 
@@ -258,13 +268,78 @@ std::string ResultLine(const Setup& s, const ReadyJob& r, const std::vector<Gene
       .dump();
 }
 
+absl::Duration CollectiveTimeout() {
+  return absl::Seconds(absl::GetFlag(FLAGS_collective_timeout));
+}
+
+// A sign of life ('H') sent to `peers` on `tag`, at most four times per
+// --collective_timeout and at most once a second: a replica leader's to the
+// writer between its steps (after each prefill chunk and decode step), and
+// the writer's to the ranks waiting for the end.
+class Heartbeat {
+ public:
+  Heartbeat(Ranks& ranks, std::vector<int> peers, int tag)
+      : ranks_(ranks), peers_(std::move(peers)), tag_(tag),
+        every_(std::min(absl::Seconds(1), CollectiveTimeout() / 4)) {}
+
+  void Beat() {
+    const absl::Time now = absl::Now();
+    if (now - last_ < every_) return;
+    last_ = now;
+    for (int peer : peers_) {
+      const absl::Status sent = SendText(ranks_.results(), "H", peer, tag_);
+      if (!sent.ok()) ranks_.Fail(std::string(sent.message()), 1);
+    }
+  }
+
+ private:
+  Ranks& ranks_;
+  std::vector<int> peers_;
+  int tag_;
+  absl::Duration every_;
+  absl::Time last_ = absl::InfinitePast();
+};
+
+std::vector<int> AllButWriter(const Ranks& ranks) {
+  std::vector<int> v;
+  for (int r = 1; r < ranks.size(); ++r) v.push_back(r);
+  return v;
+}
+
+// Every rank but the writer, once it has no more jobs: waits for the
+// writer's 'D' while its heartbeats keep coming.
+absl::Status WaitForWriter(Ranks& ranks) {
+  const absl::Duration limit = CollectiveTimeout();
+  absl::Time heard = absl::Now();
+  for (;;) {
+    KVFOLD_ASSIGN_OR_RETURN(bool waiting, ranks.results().Probe(0, kWriterTag));
+    if (waiting) {
+      KVFOLD_ASSIGN_OR_RETURN(std::string message, RecvText(ranks.results(), 0, kWriterTag));
+      if (message == "D") return absl::OkStatus();
+      heard = absl::Now();
+      continue;
+    }
+    if (absl::Now() - heard > limit) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "rank 0 (the writer) has sent nothing for ", absl::FormatDuration(absl::Now() - heard),
+          " while the last jobs finish, more than the --collective_timeout: stopped, hung or "
+          "dead"));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+}
+
 // World rank 0: the job queue, the output file and the progress display.
 class Writer {
  public:
   Writer(Ranks& ranks, ResultsFile file, std::deque<int> pending, Progress progress)
       : ranks_(ranks), file_(std::move(file)), pending_(std::move(pending)),
-        progress_(std::move(progress)) {
-    for (int d = 1; d < ranks.dp_size(); ++d) active_.push_back(ranks.ReplicaLeader(d));
+        progress_(std::move(progress)), silence_limit_(CollectiveTimeout()),
+        beat_(ranks, AllButWriter(ranks), kWriterTag) {
+    for (int d = 1; d < ranks.dp_size(); ++d) {
+      active_.push_back(ranks.ReplicaLeader(d));
+      heard_[ranks.ReplicaLeader(d)] = absl::Now();
+    }
   }
 
   Progress& progress() { return progress_; }
@@ -290,11 +365,20 @@ class Writer {
   // after every prefill chunk and every decode step.
   void Service() {
     Communicator& c = ranks_.results();
+    // Silence counts only while the writer listens: after a long time away
+    // (its own long step, or stopped), the leaders get a fresh start.
+    const absl::Time now = absl::Now();
+    if (now - last_service_ > silence_limit_ / 2) {
+      for (auto& [leader, heard] : heard_) heard = std::max(heard, now);
+    }
+    last_service_ = now;
     for (auto it = active_.begin(); it != active_.end();) {
       const int leader = *it;
       bool finished = false;
       while (!finished && Waiting(c.Probe(leader, kLeaderTag))) {
         const std::string message = Checked(RecvText(c, leader, kLeaderTag));
+        heard_[leader] = absl::Now();
+        if (message == "H") continue;
         if (!message.empty() && message[0] == 'R') {
           Write(message.substr(1));
           continue;
@@ -305,9 +389,23 @@ class Writer {
         Check(SendText(c, absl::StrJoin(jobs, ","), leader, kAssignTag));
         finished = jobs.empty();
       }
+      if (!finished && absl::Now() - heard_[leader] > silence_limit_) {
+        Check(absl::DeadlineExceededError(absl::StrCat(
+            "rank ", leader, " (leader of a data-parallel replica) has sent nothing for ",
+            absl::FormatDuration(absl::Now() - heard_[leader]),
+            ", more than the --collective_timeout: stopped, hung or dead. Its jobs in flight "
+            "are lost; every finished one is in ",
+            file_.path(), ": run the same command again to resume")));
+      }
       it = finished ? active_.erase(it) : std::next(it);
     }
+    if (pending_.empty()) beat_.Beat();
     progress_.Tick();
+  }
+
+  // Tells every other rank that all is done (after the others finished).
+  void Done() {
+    for (int r = 1; r < ranks_.size(); ++r) Check(SendText(ranks_.results(), "D", r, kWriterTag));
   }
 
  private:
@@ -331,11 +429,18 @@ class Writer {
   std::deque<int> pending_;
   Progress progress_;
   std::vector<int> active_;  // leaders of replicas still working
+  std::map<int, absl::Time> heard_;  // when each leader last sent anything
+  absl::Duration silence_limit_;
+  absl::Time last_service_ = absl::Now();
+  Heartbeat beat_;  // to the ranks that wait for the end
 };
 
 // Answers `indices` on every rank of this replica; the result lines.
+// `writer` (world rank 0) serves the other replicas between steps; `beat`
+// (another replica's leader) tells the writer it is alive.
 std::vector<std::string> Answer(const Setup& s, Engine& engine, int replica,
-                                const std::vector<int>& indices, Writer* writer) {
+                                const std::vector<int>& indices, Writer* writer,
+                                Heartbeat* beat) {
   std::vector<ReadyJob> ready;
   ready.reserve(indices.size());
   for (int i : indices) ready.push_back(MakeReady(s, s.input.jobs[i]));
@@ -356,6 +461,9 @@ std::vector<std::string> Answer(const Setup& s, Engine& engine, int replica,
         writer->Service();
       };
       q.options.on_token = [writer](size_t, int32_t) { writer->Service(); };
+    } else if (beat != nullptr) {
+      q.options.on_prefill = [beat](int64_t, int64_t) { beat->Beat(); };
+      q.options.on_token = [beat](size_t, int32_t) { beat->Beat(); };
     }
   }
   const Clock::time_point start = Clock::now();
@@ -411,6 +519,8 @@ absl::Status RunRun(Ranks& ranks) {
                           StartModel(ranks, prepared, s.options, {}, s.tokenizer.get()));
   Engine engine(*model, s.options);
   std::unique_ptr<Writer> writer;
+  std::optional<Heartbeat> beat;
+  if (!ranks.writer() && ranks.replica_leader()) beat.emplace(ranks, std::vector<int>{0}, kLeaderTag);
   if (ranks.writer()) {
     warnings.insert(warnings.begin(), s.input.warnings.begin(), s.input.warnings.end());
     std::deque<int> pending;
@@ -441,12 +551,17 @@ absl::Status RunRun(Ranks& ranks) {
     } else if (ranks.replica_leader()) {
       KVFOLD_RETURN_IF_ERROR(
           SendText(ranks.results(), absl::StrCat("Q", s.options.batch), 0, kLeaderTag));
-      KVFOLD_ASSIGN_OR_RETURN(assigned, RecvText(ranks.results(), 0, kAssignTag));
+      KVFOLD_ASSIGN_OR_RETURN(assigned, RecvText(ranks.world(), 0, kAssignTag));
     }
     KVFOLD_RETURN_IF_ERROR(ranks.ShareWithReplica(&assigned));
     const std::vector<int> jobs = ParseIndices(assigned);
     if (jobs.empty()) break;
-    for (const std::string& line : Answer(s, engine, ranks.dp_rank(), jobs, writer.get())) {
+    const std::vector<std::string> lines =
+        Answer(s, engine, ranks.dp_rank(), jobs, writer.get(), beat ? &*beat : nullptr);
+    // A job that failed because a rank stopped did not fail on its own:
+    // the run ends, and a rerun does it again.
+    KVFOLD_RETURN_IF_ERROR(ranks.CommunicationFailure());
+    for (const std::string& line : lines) {
       if (ranks.writer()) {
         writer->Write(line);
       } else if (ranks.replica_leader()) {
@@ -459,12 +574,15 @@ absl::Status RunRun(Ranks& ranks) {
       writer->Service();
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
+    writer->Done();
+  } else if (ranks.size() > 1) {
+    KVFOLD_RETURN_IF_ERROR(WaitForWriter(ranks));
   }
-  // Every rank's accounting, for the summary.
+  // Every rank's accounting, for the summary (all ranks are here by now).
   const nlohmann::json mine = {{"rank", ranks.rank()},
                                {"peak_rss_bytes", PeakRssBytes()},
                                {"bytes_exchanged", ranks.BytesExchanged()}};
-  KVFOLD_ASSIGN_OR_RETURN(std::vector<std::string> all, AllGatherText(ranks.results(), mine.dump()));
+  KVFOLD_ASSIGN_OR_RETURN(std::vector<std::string> all, AllGatherText(ranks.world(), mine.dump()));
   if (!writer) return absl::OkStatus();
   writer->progress().Close();
   nlohmann::json summary = writer->progress().Totals();

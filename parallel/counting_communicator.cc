@@ -8,6 +8,7 @@ template <typename F>
 absl::Status CountingCommunicator::Count(const char* op, int64_t bytes, F call) {
   const auto start = std::chrono::steady_clock::now();
   absl::Status s = call();
+  if (!s.ok() && failure_.ok()) failure_ = s;
   OpCount& c = counts_[op];
   ++c.calls;
   c.bytes += bytes;

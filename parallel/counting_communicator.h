@@ -49,6 +49,9 @@ class CountingCommunicator : public Communicator {
   const std::map<std::string, OpCount>& counts() const { return counts_; }
   OpCount Total() const;
   void Reset() { counts_.clear(); }
+  // The first error any call returned (OK while none did): a rank that died
+  // or stopped, which the caller must not mistake for a bad input.
+  const absl::Status& failure() const { return failure_; }
 
  private:
   template <typename F>
@@ -57,6 +60,7 @@ class CountingCommunicator : public Communicator {
   std::unique_ptr<Communicator> owned_;  // declared before inner_, which may refer to it
   Communicator& inner_;
   std::map<std::string, OpCount> counts_;
+  absl::Status failure_;
 };
 
 }  // namespace kvfold

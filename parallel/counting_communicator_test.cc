@@ -43,5 +43,19 @@ TEST(CountingCommunicatorTest, ForwardsTheSuiteAndCounts) {
   }
 }
 
+// The first failure is kept (a peer that never arrives), later successes do
+// not clear it.
+TEST(CountingCommunicatorTest, KeepsTheFirstFailure) {
+  ThreadGroup group(2, absl::Milliseconds(50));
+  CountingCommunicator c(*group.rank(0));
+  EXPECT_TRUE(c.failure().ok());
+  float x = 1;
+  TensorView v{&x, DType::kF32, Device::Cpu(), {1}};
+  const absl::Status s = c.AllReduce(v, ReduceOp::kSum);  // rank 1 never comes
+  ASSERT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded) << s;
+  EXPECT_TRUE(c.Broadcast(v, /*root=*/5).code() == absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(c.failure(), s);
+}
+
 }  // namespace
 }  // namespace kvfold

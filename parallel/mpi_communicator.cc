@@ -2,6 +2,7 @@
 
 #include <mpi.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <list>
@@ -10,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
+#include "parallel/mpi_health.h"
 
 namespace kvfold {
 
@@ -49,6 +51,7 @@ absl::StatusOr<std::unique_ptr<MpiCommunicator>> MpiCommunicator::World(
   }
   // Errors come back as codes, not as a job abort, so they can be reported.
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+  StartHealthChecks();
   std::unique_ptr<MpiCommunicator> c(new MpiCommunicator());
   c->state_ = std::make_unique<State>();
   c->timeout_ = timeout;
@@ -80,26 +83,6 @@ void MpiCommunicator::Finalize() {
 
 namespace {
 
-// Polls `request` until it completes or `timeout` passes.
-absl::Status Wait(MPI_Request* request, absl::Duration timeout, int rank,
-                  const std::string& what) {
-  const absl::Time deadline = absl::Now() + timeout;
-  int done = 0;
-  for (int spins = 0;; ++spins) {
-    const int rc = MPI_Test(request, &done, MPI_STATUS_IGNORE);
-    if (rc != MPI_SUCCESS) {
-      return absl::InternalError(absl::StrCat("mpi rank ", rank, ": ", what, ": ", MpiError(rc)));
-    }
-    if (done) return absl::OkStatus();
-    if (absl::Now() > deadline) {
-      return absl::DeadlineExceededError(absl::StrCat(
-          "mpi rank ", rank, ": ", what, " timed out after ", absl::FormatDuration(timeout),
-          " (a rank failed or never arrived)"));
-    }
-    if (spins > 1000) std::this_thread::sleep_for(std::chrono::microseconds(50));
-  }
-}
-
 // MPI here moves host memory; device tensors go through NCCL.
 absl::Status CheckHost(const TensorView& t, const char* op) {
   if (t.device.kind == Device::Kind::kCpu) return absl::OkStatus();
@@ -113,6 +96,30 @@ absl::Status Started(int rc, int rank, const std::string& what) {
   return absl::InternalError(absl::StrCat("mpi rank ", rank, ": ", what, ": ", MpiError(rc)));
 }
 
+// Polls `request` until it completes or the timeout passes, answering health
+// checks meanwhile. On a timeout, checks which peers still answer, so the
+// error can name the rank that stopped.
+absl::Status Wait(MPI_Comm comm, MPI_Request* request, absl::Duration timeout, int rank,
+                  const std::string& what) {
+  const absl::Time deadline = absl::Now() + timeout;
+  int done = 0;
+  for (int spins = 0;; ++spins) {
+    const int rc = MPI_Test(request, &done, MPI_STATUS_IGNORE);
+    if (rc != MPI_SUCCESS) {
+      return absl::InternalError(absl::StrCat("mpi rank ", rank, ": ", what, ": ", MpiError(rc)));
+    }
+    if (done) return absl::OkStatus();
+    if ((spins & 63) == 0) ServePings();
+    if (absl::Now() > deadline) {
+      const std::string peers = CheckPeers(comm, std::min(timeout, absl::Seconds(10)));
+      return absl::DeadlineExceededError(
+          absl::StrCat("mpi rank ", rank, ": ", what, " timed out after ",
+                       absl::FormatDuration(timeout), peers.empty() ? "" : "; ", peers));
+    }
+    if (spins > 1000) std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+}
+
 }  // namespace
 
 absl::Status MpiCommunicator::AllReduce(const TensorView& data, ReduceOp op) {
@@ -122,7 +129,7 @@ absl::Status MpiCommunicator::AllReduce(const TensorView& data, ReduceOp op) {
   KVFOLD_RETURN_IF_ERROR(Started(MPI_Iallreduce(MPI_IN_PLACE, data.data, int(data.numel()),
                                                 Type(data.dtype), Op(op), state_->comm, &r),
                                  rank_, "AllReduce"));
-  return Wait(&r, timeout_, rank_, "AllReduce");
+  return Wait(state_->comm, &r, timeout_, rank_, "AllReduce");
 }
 
 absl::Status MpiCommunicator::AllGather(const TensorView& send, const TensorView& recv) {
@@ -134,7 +141,7 @@ absl::Status MpiCommunicator::AllGather(const TensorView& send, const TensorView
       MPI_Iallgather(send.data, int(send.numel()), Type(send.dtype), recv.data,
                      int(send.numel()), Type(send.dtype), state_->comm, &r),
       rank_, "AllGather"));
-  return Wait(&r, timeout_, rank_, "AllGather");
+  return Wait(state_->comm, &r, timeout_, rank_, "AllGather");
 }
 
 absl::Status MpiCommunicator::ReduceScatter(const TensorView& send, const TensorView& recv,
@@ -148,7 +155,7 @@ absl::Status MpiCommunicator::ReduceScatter(const TensorView& send, const Tensor
       MPI_Ireduce_scatter_block(send.data, recv.data, int(recv.numel()), Type(send.dtype),
                                 Op(op), state_->comm, &r),
       rank_, "ReduceScatter"));
-  return Wait(&r, timeout_, rank_, "ReduceScatter");
+  return Wait(state_->comm, &r, timeout_, rank_, "ReduceScatter");
 }
 
 absl::Status MpiCommunicator::Broadcast(const TensorView& data, int root) {
@@ -158,7 +165,7 @@ absl::Status MpiCommunicator::Broadcast(const TensorView& data, int root) {
   KVFOLD_RETURN_IF_ERROR(Started(MPI_Ibcast(data.data, int(data.bytes()), MPI_BYTE, root,
                                             state_->comm, &r),
                                  rank_, "Broadcast"));
-  return Wait(&r, timeout_, rank_, "Broadcast");
+  return Wait(state_->comm, &r, timeout_, rank_, "Broadcast");
 }
 
 absl::Status MpiCommunicator::Send(const TensorView& data, int peer, int tag) {
@@ -185,7 +192,7 @@ absl::Status MpiCommunicator::Recv(const TensorView& data, int peer, int tag) {
   KVFOLD_RETURN_IF_ERROR(Started(MPI_Irecv(data.data, int(data.bytes()), MPI_BYTE, peer, tag,
                                            state_->comm, &r),
                                  rank_, "Recv"));
-  return Wait(&r, timeout_, rank_, absl::StrCat("Recv from rank ", peer, " tag ", tag));
+  return Wait(state_->comm, &r, timeout_, rank_, absl::StrCat("Recv from rank ", peer, " tag ", tag));
 }
 
 absl::StatusOr<bool> MpiCommunicator::Probe(int peer, int tag) {
@@ -199,9 +206,9 @@ absl::StatusOr<bool> MpiCommunicator::Probe(int peer, int tag) {
 absl::Status MpiCommunicator::Barrier() {
   MPI_Request r;
   KVFOLD_RETURN_IF_ERROR(Started(MPI_Ibarrier(state_->comm, &r), rank_, "Barrier"));
-  KVFOLD_RETURN_IF_ERROR(Wait(&r, timeout_, rank_, "Barrier"));
+  KVFOLD_RETURN_IF_ERROR(Wait(state_->comm, &r, timeout_, rank_, "Barrier"));
   for (State::PendingSend& s : state_->sends) {
-    KVFOLD_RETURN_IF_ERROR(Wait(&s.request, timeout_, rank_, "Send completion"));
+    KVFOLD_RETURN_IF_ERROR(Wait(state_->comm, &s.request, timeout_, rank_, "Send completion"));
   }
   state_->sends.clear();
   return absl::OkStatus();

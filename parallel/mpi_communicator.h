@@ -1,7 +1,8 @@
 // Communicator over MPI for CPU tensors across processes launched by
 // mpirun. Collectives are non-blocking MPI calls polled until a deadline, so
-// a rank that died or never arrives gives DeadlineExceeded (naming the
-// operation) instead of a hang; the caller then aborts the job.
+// a rank that died, hangs or never arrives gives DeadlineExceeded (naming the
+// operation, and the ranks that failed a health check: mpi_health.h) instead
+// of a hang; the caller then aborts the job.
 #ifndef KVFOLD_PARALLEL_MPI_COMMUNICATOR_H_
 #define KVFOLD_PARALLEL_MPI_COMMUNICATOR_H_
 
