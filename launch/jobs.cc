@@ -13,6 +13,7 @@
 #include "absl/strings/str_split.h"
 #include "google/protobuf/util/json_util.h"
 #include "kernels/status_macros.h"
+#include "launch/json_line.h"
 #include "models/files.h"
 
 namespace kvfold {
@@ -21,19 +22,9 @@ namespace {
 // Inputs may carry whole documents inline.
 constexpr size_t kMaxInputBytes = size_t{1} << 36;
 constexpr int kMaxListedErrors = 10;
-constexpr int kMaxJsonDepth = 32;  // a job line's nesting (its own needs 4)
 
 // nlohmann's "[json.exception.parse_error.101] parse error at line 1, ..."
 // without the bracketed tag.
-std::string JsonError(const std::exception& e) {
-  std::string m = e.what();
-  if (!m.empty() && m[0] == '[') {
-    const size_t end = m.find("] ");
-    if (end != std::string::npos) m = m.substr(end + 2);
-  }
-  return m;
-}
-
 bool Has(const nlohmann::json& o, const char* snake, const char* camel) {
   return o.contains(snake) || o.contains(camel);
 }
@@ -100,24 +91,7 @@ absl::Status CheckFields(const nlohmann::json& o, const Job& job) {
 
 absl::StatusOr<JobLine> ParseJobLine(absl::string_view text, int line, const std::string& where,
                                      std::vector<std::string>* warnings) {
-  nlohmann::json o;
-  // Deeper values are dropped while parsing (a hostile line cannot build a
-  // structure that is costly to print or destroy) and the line is refused.
-  bool too_deep = false;
-  const nlohmann::json::parser_callback_t limit_depth =
-      [&too_deep](int depth, nlohmann::json::parse_event_t, nlohmann::json&) {
-        if (depth > kMaxJsonDepth) too_deep = true;
-        return !too_deep;
-      };
-  try {
-    o = nlohmann::json::parse(text.begin(), text.end(), limit_depth);
-  } catch (const nlohmann::json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(where, ": not valid JSON: ", JsonError(e)));
-  }
-  if (too_deep) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(where, ": nests deeper than ", kMaxJsonDepth, " levels"));
-  }
+  KVFOLD_ASSIGN_OR_RETURN(nlohmann::json o, ParseJsonLine(text, where));
   if (!o.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(where, ": expected a JSON object"));
   }

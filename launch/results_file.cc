@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "launch/json_line.h"
 
 namespace kvfold {
 namespace {
@@ -42,9 +43,12 @@ absl::StatusOr<std::string> ReadAll(int fd, const std::string& path) {
 absl::StatusOr<ResultsFile> ResultsFile::Open(const std::string& path,
                                               std::vector<std::string>* warnings) {
   if (path.empty()) return absl::InvalidArgumentError("--output is required");
-  const int fd = open(path.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  int fd = open(path.c_str(), O_RDWR | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  const bool created = fd >= 0;
+  if (!created && errno == EEXIST) fd = open(path.c_str(), O_RDWR | O_APPEND | O_CLOEXEC);
   if (fd < 0) return Errno("open it for writing", path);
   ResultsFile f(path, fd);
+  f.created_ = created;
   struct stat st;
   if (fstat(fd, &st) != 0) return Errno("stat it", path);
   if (!S_ISREG(st.st_mode)) {
@@ -76,8 +80,9 @@ absl::StatusOr<ResultsFile> ResultsFile::Open(const std::string& path,
     const std::string_view s(text.data() + begin, end - begin);
     begin = end + 1;
     if (s.find_first_not_of(" \t\r") == std::string_view::npos) continue;
-    nlohmann::json j = nlohmann::json::parse(s.begin(), s.end(), nullptr, false);
-    if (j.is_discarded() || !j.is_object() || !j.contains("id") || !j["id"].is_string()) {
+    const absl::StatusOr<nlohmann::json> parsed = ParseJsonLine(absl::string_view(s.data(), s.size()), path);
+    const nlohmann::json j = parsed.ok() ? *parsed : nlohmann::json();
+    if (!parsed.ok() || !j.is_object() || !j.contains("id") || !j["id"].is_string()) {
       return absl::InvalidArgumentError(absl::StrCat(
           path, ":", line,
           ": not a kvfold result line (a JSON object with a string \"id\"); refusing to "
@@ -93,7 +98,9 @@ ResultsFile::ResultsFile(ResultsFile&& other) noexcept
     : path_(std::move(other.path_)),
       fd_(other.fd_),
       done_(std::move(other.done_)),
-      lines_before_(other.lines_before_) {
+      lines_before_(other.lines_before_),
+      created_(other.created_),
+      appended_(other.appended_) {
   other.fd_ = -1;
 }
 
@@ -121,7 +128,12 @@ absl::Status ResultsFile::Append(const std::string& id, const std::string& json_
   }
   if (fdatasync(fd_) != 0) return Errno("flush a result to the disk", path_);
   done_.insert(id);
+  appended_ = true;
   return absl::OkStatus();
+}
+
+void ResultsFile::RemoveIfUnused() {
+  if (created_ && !appended_ && fd_ >= 0) unlink(path_.c_str());
 }
 
 }  // namespace kvfold

@@ -34,6 +34,10 @@ class ResultsFile {
   // newline in one write, then flushes it to the disk.
   absl::Status Append(const std::string& id, const std::string& json_line);
 
+  // Removes the file if Open created it and nothing was appended (a run
+  // refused at start-up leaves no empty output behind).
+  void RemoveIfUnused();
+
  private:
   ResultsFile(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
 
@@ -41,6 +45,8 @@ class ResultsFile {
   int fd_ = -1;
   std::set<std::string> done_;
   int64_t lines_before_ = 0;
+  bool created_ = false;
+  bool appended_ = false;
 };
 
 }  // namespace kvfold

@@ -45,6 +45,34 @@ TEST(ResultsFileTest, AppendsWholeLinesAndResumes) {
   EXPECT_EQ(again->done().count("c"), 1u);
 }
 
+// A run refused at start-up removes the file it created, never one that was
+// there before or that got a line.
+TEST(ResultsFileTest, RemovesOnlyAFileItCreatedAndLeftEmpty) {
+  const std::string path = TempPath("unused.jsonl");
+  std::remove(path.c_str());
+  auto exists = [&] { return std::ifstream(path).good(); };
+  {
+    absl::StatusOr<ResultsFile> f = ResultsFile::Open(path, nullptr);
+    ASSERT_TRUE(f.ok()) << f.status();
+    f->RemoveIfUnused();
+  }
+  EXPECT_FALSE(exists());
+  {
+    absl::StatusOr<ResultsFile> f = ResultsFile::Open(path, nullptr);
+    ASSERT_TRUE(f.ok()) << f.status();
+    ASSERT_TRUE(f->Append("a", R"({"id": "a"})").ok());
+    f->RemoveIfUnused();
+  }
+  EXPECT_EQ(Read(path), "{\"id\": \"a\"}\n");
+  std::ofstream(path, std::ios::trunc).close();  // there before, empty
+  {
+    absl::StatusOr<ResultsFile> f = ResultsFile::Open(path, nullptr);
+    ASSERT_TRUE(f.ok()) << f.status();
+    f->RemoveIfUnused();
+  }
+  EXPECT_TRUE(exists());
+}
+
 TEST(ResultsFileTest, CutsAHalfWrittenLastLine) {
   const std::string path = TempPath("half.jsonl");
   {
@@ -72,6 +100,17 @@ TEST(ResultsFileTest, RefusesForeignFilesAndSecondWriters) {
   ASSERT_FALSE(f.ok());
   EXPECT_NE(f.status().message().find(path + ":2: not a kvfold result line"), std::string::npos)
       << f.status();
+  // A line nested 100000 deep is refused as well (parsed with a depth limit).
+  {
+    std::ofstream deep(path, std::ios::trunc);
+    deep << "{\"id\": \"a\", \"x\": " << std::string(100000, '[') << std::string(100000, ']')
+         << "}\n";
+  }
+  absl::StatusOr<ResultsFile> nested = ResultsFile::Open(path, nullptr);
+  ASSERT_FALSE(nested.ok());
+  EXPECT_NE(nested.status().message().find(path + ":1: not a kvfold result line"),
+            std::string::npos)
+      << nested.status();
 
   const std::string locked = TempPath("locked.jsonl");
   std::remove(locked.c_str());

@@ -515,8 +515,13 @@ absl::Status RunRun(Ranks& ranks) {
       prepared = f.status();
     }
   }
-  KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<LlamaModel> model,
-                          StartModel(ranks, prepared, s.options, {}, s.tokenizer.get()));
+  absl::StatusOr<std::unique_ptr<LlamaModel>> started =
+      StartModel(ranks, prepared, s.options, {}, s.tokenizer.get());
+  if (!started.ok()) {
+    if (file) file->RemoveIfUnused();
+    return started.status();
+  }
+  std::unique_ptr<LlamaModel> model = *std::move(started);
   Engine engine(*model, s.options);
   std::unique_ptr<Writer> writer;
   std::optional<Heartbeat> beat;

@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "kernels/status_macros.h"
+#include "launch/json_line.h"
 #include "models/files.h"
 
 namespace kvfold {
@@ -23,8 +24,7 @@ absl::Status LineError(const std::string& path, int line, const std::string& wha
 
 absl::StatusOr<nlohmann::json> ParseLine(absl::string_view text, const std::string& path,
                                          int line) {
-  nlohmann::json o = nlohmann::json::parse(text.begin(), text.end(), nullptr, false);
-  if (o.is_discarded()) return LineError(path, line, "not valid JSON");
+  KVFOLD_ASSIGN_OR_RETURN(nlohmann::json o, ParseJsonLine(text, absl::StrCat(path, ":", line)));
   if (!o.is_object()) return LineError(path, line, "expected a JSON object");
   return o;
 }

@@ -42,6 +42,8 @@ TEST(TasksFile, ErrorsNameTheLine) {
            {h + Sample("a", "kv", 1024) + "\n" + Sample("a", "kv", 1024),
             "t.jsonl:3: id \"a\" given twice"},
            {h + "{\"id\": \"x\"", "t.jsonl:2: not valid JSON"},
+           {h + "{\"id\": " + std::string(100000, '[') + std::string(100000, ']') + "}",
+            "t.jsonl:2: nests deeper than 32 levels"},
            {h + R"({"id": "x", "task": "kv", "length": 0})", "\"length\" must be a positive"},
            {h + R"({"id": "x", "task": "kv", "length": 5, "tokens": 5, "document": "d", )"
                    R"("question": "q"})",

@@ -195,7 +195,7 @@ expect_error 1 "needs about .* per rank (weights .*, caches .* for 2 sequences o
 echo '{"id": "a", "document_ids": [1, 2, 3], "question_ids": [[4]]}' >"$tmp/jobs.jsonl"
 expect_error 1 "sequences of unknown length (a full cache not counted)" \
   run --model=$MODEL --input="$tmp/jobs.jsonl" --output="$tmp/never.jsonl" --memory_limit=100K
-[ -s "$tmp/never.jsonl" ] && { echo "FAIL: a refused run wrote results"; failures=$((failures + 1)); }
+[ -e "$tmp/never.jsonl" ] && { echo "FAIL: a refused run left an output file"; failures=$((failures + 1)); }
 expect_error 1 "memory_limit: \"12Q\" is not a size" score --model=$MODEL --ids=1,5 --memory_limit=12Q
 expect_ok score --model=$MODEL --ids=1,5,9,33 --memory_limit=4G
 
