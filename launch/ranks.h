@@ -10,7 +10,10 @@
 // - After start-up, a failing rank prints "rank R of N: ..." and aborts the
 //   whole job (mpirun ends every rank non-zero); a rank that dies is
 //   reported by mpirun, and the others stop at their next collective
-//   within its timeout.
+//   within its timeout. A rank that hangs (alive, silent) is named by the
+//   health check of the rank whose collective timed out (parallel/
+//   mpi_health.h); `kvfold run` adds heartbeats between replicas and the
+//   writer (run.cc).
 #ifndef KVFOLD_LAUNCH_RANKS_H_
 #define KVFOLD_LAUNCH_RANKS_H_
 
