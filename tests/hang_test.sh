@@ -13,7 +13,7 @@ T="${TEST_TMPDIR:-$(mktemp -d)}"
 failures=0
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 RANDOM=20261123
-LIMIT=5  # --collective_timeout; the health check waits as long again
+LIMIT=3  # --collective_timeout; the health check waits as long again
 MAX_END=$((3 * LIMIT + 10))  # seconds from the stop to the end of mpirun
 
 # The kvfold processes whose command line contains $1, by rank (pid order
@@ -59,7 +59,7 @@ mpi 2 "$KVFOLD" generate --model=$MODEL --ids=1,2,3 --max_new_tokens=4 --threads
 rc=$?
 took=$(($(date +%s) - start))
 if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $took -le $MAX_END ] &&
-   grep -q "rank 0 of 2: .* timed out after 5s; rank 1 did not answer a health check" "$T/err"; then
+   grep -q "rank 0 of 2: .* timed out after 3s; rank 1 did not answer a health check" "$T/err"; then
   echo "ok: generate TP=2, rank 1 hangs: rc=$rc after ${took}s"
 else
   fail "generate TP=2, rank 1 hangs: rc=$rc after ${took}s"; cat "$T/err"
@@ -71,7 +71,7 @@ MPI_TIMEOUT=120 mpi 4 "$KVFOLD" generate --model=$MODEL --ids=1,2,3,4,5 --max_ne
   --ignore_eos --threads=1 --tp=4 --collective_timeout=$LIMIT --seed=4 >"$T/out" 2>"$T/err" &
 stop_rank_of $! "--seed=4" $victim "sleep 3"
 if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $took -le $MAX_END ] &&
-   grep -q "timed out after 5s; rank $victim did not answer a health check" "$T/err"; then
+   grep -q "timed out after 3s; rank $victim did not answer a health check" "$T/err"; then
   echo "ok: generate TP=4, rank $victim stopped mid-decode: rc=$rc after ${took}s"
 else
   fail "generate TP=4, rank $victim stopped: rc=$rc after ${took}s"; cat "$T/err"
@@ -128,7 +128,7 @@ scenario() {
   fi
 }
 scenario 2 "" 1 "rank 1 (leader of a data-parallel replica) has sent nothing" dp2_leader
-scenario 2 "" 0 "Recv from rank 0 tag 13 timed out after 5s; rank 0 did not answer" dp2_writer
+scenario 2 "" 0 "Recv from rank 0 tag 13 timed out after 3s; rank 0 did not answer" dp2_writer
 scenario 2 "--tp=2" $((RANDOM % 2)) "did not answer a health check" tp2
 
 echo "hang_test: $failures failure(s)"
