@@ -40,8 +40,11 @@ absl::StatusOr<std::unique_ptr<Ranks>> Ranks::Start() {
     KVFOLD_ASSIGN_OR_RETURN(
         std::unique_ptr<Communicator> results,
         MpiCommunicator::World(absl::Seconds(absl::GetFlag(FLAGS_job_timeout))));
+    KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> watch,
+                            MpiCommunicator::World(silence_limit()));
     r->owned_world_ = Counted(std::move(world));
     r->results_ = Counted(std::move(results));
+    r->watch_ = Counted(std::move(watch));
     r->mpi_ = true;
   } else {
     r->single_ = std::make_unique<ThreadGroup>(1);
@@ -54,10 +57,16 @@ absl::StatusOr<std::unique_ptr<Ranks>> Ranks::Start() {
 Ranks::~Ranks() {
   tp_device_.reset();
   tp_jobs_.reset();
+  tp_watch_.reset();
   tp_.reset();
+  watch_.reset();
   results_.reset();
   owned_world_.reset();
   if (mpi_) MpiCommunicator::Finalize();
+}
+
+absl::Duration Ranks::silence_limit() {
+  return 2 * absl::Seconds(absl::GetFlag(FLAGS_collective_timeout)) + absl::Seconds(10);
 }
 
 std::string Ranks::Prefix() const {
@@ -84,8 +93,11 @@ absl::Status Ranks::SplitGroups() {
                           world_->Split(color, mesh_->tp_rank()));
   KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> jobs,
                           results().Split(color, mesh_->tp_rank()));
+  KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> watch,
+                          watch().Split(color, mesh_->tp_rank()));
   tp_ = Counted(std::move(tp));
   tp_jobs_ = Counted(std::move(jobs));
+  tp_watch_ = Counted(std::move(watch));
   return absl::OkStatus();
 }
 
@@ -97,14 +109,15 @@ absl::Status Ranks::SyncReplica() {
 }
 
 absl::Status Ranks::ShareWithReplica(std::string* text) {
-  if (tp_ == nullptr || tp_->size() == 1) return absl::OkStatus();
-  return BroadcastText(*tp_, text, 0);
+  if (tp_watch_ == nullptr || tp_watch_->size() == 1) return absl::OkStatus();
+  return BroadcastText(*tp_watch_, text, 0);
 }
 
 int64_t Ranks::BytesExchanged() const {
   int64_t bytes = 0;
   for (const CountingCommunicator* c :
-       {owned_world_.get(), results_.get(), tp_.get(), tp_jobs_.get(), tp_device_.get()}) {
+       {owned_world_.get(), results_.get(), watch_.get(), tp_.get(), tp_jobs_.get(),
+        tp_watch_.get(), tp_device_.get()}) {
     if (c != nullptr) bytes += c->Total().bytes;
   }
   return bytes;
@@ -112,7 +125,8 @@ int64_t Ranks::BytesExchanged() const {
 
 absl::Status Ranks::CommunicationFailure() const {
   for (const CountingCommunicator* c :
-       {owned_world_.get(), results_.get(), tp_.get(), tp_jobs_.get(), tp_device_.get()}) {
+       {owned_world_.get(), results_.get(), watch_.get(), tp_.get(), tp_jobs_.get(),
+        tp_watch_.get(), tp_device_.get()}) {
     if (c != nullptr && !c->failure().ok()) return c->failure();
   }
   return absl::OkStatus();

@@ -38,6 +38,13 @@ class Ranks {
   // The world again, for results sent to the writer: its timeout
   // (--job_timeout) bounds one document's work, not one collective's.
   Communicator& results() { return results_ ? *results_ : *world_; }
+  // The world again, for waits on a peer that may itself be stuck in a
+  // collective: its timeout, silence_limit(), lets that peer time out and
+  // report (naming the rank that stopped) first.
+  Communicator& watch() { return watch_ ? *watch_ : *world_; }
+  // 2 x --collective_timeout + 10 s: one collective's timeout plus the
+  // health check that follows it (parallel/mpi_health.h), with a margin.
+  static absl::Duration silence_limit();
   int rank() const { return world_->rank(); }
   int size() const { return world_->size(); }
   bool writer() const { return world_->rank() == 0; }
@@ -71,8 +78,8 @@ class Ranks {
   int ReplicaLeader(int dp) const;
   bool replica_leader() const { return ReplicaLeader(dp_rank()) == rank(); }
   // Collective over this rank's replica (its TP group), with the
-  // --collective_timeout (the leader gets `text` from the writer, which
-  // answers between its own steps): every rank ends with its leader's `text`.
+  // silence_limit() (the leader gets `text` from the writer, which answers
+  // between its own steps): every rank ends with its leader's `text`.
   absl::Status ShareWithReplica(std::string* text);
   // Payload bytes this rank has sent or contributed to collectives so far,
   // over every communicator of the job.
@@ -97,6 +104,7 @@ class Ranks {
   // Every communicator is counted (BytesExchanged).
   std::unique_ptr<CountingCommunicator> owned_world_;
   std::unique_ptr<CountingCommunicator> results_;
+  std::unique_ptr<CountingCommunicator> watch_;
   Communicator* world_ = nullptr;
   std::unique_ptr<class ThreadGroup> single_;
   bool mpi_ = false;
@@ -104,6 +112,7 @@ class Ranks {
   std::unique_ptr<CountingCommunicator> tp_;
   std::unique_ptr<CountingCommunicator> tp_device_;  // NCCL over tp_
   std::unique_ptr<CountingCommunicator> tp_jobs_;    // tp_ with the --job_timeout
+  std::unique_ptr<CountingCommunicator> tp_watch_;   // tp_ with the silence_limit()
   bool reported_ = false;
 };
 

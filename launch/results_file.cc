@@ -45,7 +45,10 @@ absl::StatusOr<ResultsFile> ResultsFile::Open(const std::string& path,
   if (path.empty()) return absl::InvalidArgumentError("--output is required");
   int fd = open(path.c_str(), O_RDWR | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   const bool created = fd >= 0;
-  if (!created && errno == EEXIST) fd = open(path.c_str(), O_RDWR | O_APPEND | O_CLOEXEC);
+  // (A dangling symlink gives EEXIST: the file is created through it.)
+  if (!created && errno == EEXIST) {
+    fd = open(path.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  }
   if (fd < 0) return Errno("open it for writing", path);
   ResultsFile f(path, fd);
   f.created_ = created;
@@ -80,7 +83,8 @@ absl::StatusOr<ResultsFile> ResultsFile::Open(const std::string& path,
     const std::string_view s(text.data() + begin, end - begin);
     begin = end + 1;
     if (s.find_first_not_of(" \t\r") == std::string_view::npos) continue;
-    const absl::StatusOr<nlohmann::json> parsed = ParseJsonLine(absl::string_view(s.data(), s.size()), path);
+    const absl::StatusOr<nlohmann::json> parsed =
+        ParseJsonLine(absl::string_view(s.data(), s.size()), path);
     const nlohmann::json j = parsed.ok() ? *parsed : nlohmann::json();
     if (!parsed.ok() || !j.is_object() || !j.contains("id") || !j["id"].is_string()) {
       return absl::InvalidArgumentError(absl::StrCat(

@@ -60,10 +60,11 @@ namespace {
 // messages share one tag, so the writer receives them in the order they were
 // sent (MPI orders messages only within a tag): a leader's results always
 // arrive before its next request. The writer answers requests between its
-// own steps, so a leader waits for an assignment with the
-// --collective_timeout; and a leader that sends nothing at all (no result,
-// no request, no heartbeat) for that long has stopped: the writer ends the
-// job naming it.
+// own steps, so a leader waits for an assignment for Ranks::silence_limit()
+// (a collective's timeout and health check, with a margin: if the writer is
+// stuck in a collective, it reports first); and a leader that sends nothing
+// at all (no result, no request, no heartbeat) for that long has stopped:
+// the writer ends the job naming it.
 constexpr int kLeaderTag = 11;  // 'R' + result line, 'Q' + jobs wanted, 'H' (alive)
 constexpr int kAssignTag = 13;  // job indices ("" = no more), writer -> leader
 // Once every job is handed out, the writer tells the ranks that wait for the
@@ -268,10 +269,6 @@ std::string ResultLine(const Setup& s, const ReadyJob& r, const std::vector<Gene
       .dump();
 }
 
-absl::Duration CollectiveTimeout() {
-  return absl::Seconds(absl::GetFlag(FLAGS_collective_timeout));
-}
-
 // A sign of life ('H') sent to `peers` on `tag`, at most four times per
 // --collective_timeout and at most once a second: a replica leader's to the
 // writer between its steps (after each prefill chunk and decode step), and
@@ -280,7 +277,8 @@ class Heartbeat {
  public:
   Heartbeat(Ranks& ranks, std::vector<int> peers, int tag)
       : ranks_(ranks), peers_(std::move(peers)), tag_(tag),
-        every_(std::min(absl::Seconds(1), CollectiveTimeout() / 4)) {}
+        every_(std::min(absl::Seconds(1),
+                        absl::Seconds(absl::GetFlag(FLAGS_collective_timeout)) / 4)) {}
 
   void Beat() {
     const absl::Time now = absl::Now();
@@ -309,12 +307,12 @@ std::vector<int> AllButWriter(const Ranks& ranks) {
 // Every rank but the writer, once it has no more jobs: waits for the
 // writer's 'D' while its heartbeats keep coming.
 absl::Status WaitForWriter(Ranks& ranks) {
-  const absl::Duration limit = CollectiveTimeout();
+  const absl::Duration limit = Ranks::silence_limit();
   absl::Time heard = absl::Now();
   for (;;) {
     KVFOLD_ASSIGN_OR_RETURN(bool waiting, ranks.results().Probe(0, kWriterTag));
     if (waiting) {
-      KVFOLD_ASSIGN_OR_RETURN(std::string message, RecvText(ranks.results(), 0, kWriterTag));
+      KVFOLD_ASSIGN_OR_RETURN(std::string message, RecvText(ranks.watch(), 0, kWriterTag));
       if (message == "D") return absl::OkStatus();
       heard = absl::Now();
       continue;
@@ -322,8 +320,8 @@ absl::Status WaitForWriter(Ranks& ranks) {
     if (absl::Now() - heard > limit) {
       return absl::DeadlineExceededError(absl::StrCat(
           "rank 0 (the writer) has sent nothing for ", absl::FormatDuration(absl::Now() - heard),
-          " while the last jobs finish, more than the --collective_timeout: stopped, hung or "
-          "dead"));
+          " while the last jobs finish (limit: 2 x --collective_timeout + 10s): stopped, hung "
+          "or dead"));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
@@ -334,7 +332,7 @@ class Writer {
  public:
   Writer(Ranks& ranks, ResultsFile file, std::deque<int> pending, Progress progress)
       : ranks_(ranks), file_(std::move(file)), pending_(std::move(pending)),
-        progress_(std::move(progress)), silence_limit_(CollectiveTimeout()),
+        progress_(std::move(progress)), silence_limit_(Ranks::silence_limit()),
         beat_(ranks, AllButWriter(ranks), kWriterTag) {
     for (int d = 1; d < ranks.dp_size(); ++d) {
       active_.push_back(ranks.ReplicaLeader(d));
@@ -376,7 +374,7 @@ class Writer {
       const int leader = *it;
       bool finished = false;
       while (!finished && Waiting(c.Probe(leader, kLeaderTag))) {
-        const std::string message = Checked(RecvText(c, leader, kLeaderTag));
+        const std::string message = Checked(RecvText(ranks_.watch(), leader, kLeaderTag));
         heard_[leader] = absl::Now();
         if (message == "H") continue;
         if (!message.empty() && message[0] == 'R') {
@@ -393,8 +391,8 @@ class Writer {
         Check(absl::DeadlineExceededError(absl::StrCat(
             "rank ", leader, " (leader of a data-parallel replica) has sent nothing for ",
             absl::FormatDuration(absl::Now() - heard_[leader]),
-            ", more than the --collective_timeout: stopped, hung or dead. Its jobs in flight "
-            "are lost; every finished one is in ",
+            " (limit: 2 x --collective_timeout + 10s): stopped, hung or dead. The jobs in "
+            "flight are lost, those written so far are in ",
             file_.path(), ": run the same command again to resume")));
       }
       it = finished ? active_.erase(it) : std::next(it);
@@ -443,7 +441,11 @@ std::vector<std::string> Answer(const Setup& s, Engine& engine, int replica,
                                 Heartbeat* beat) {
   std::vector<ReadyJob> ready;
   ready.reserve(indices.size());
-  for (int i : indices) ready.push_back(MakeReady(s, s.input.jobs[i]));
+  for (int i : indices) {
+    ready.push_back(MakeReady(s, s.input.jobs[i]));  // may read a document file
+    if (writer != nullptr) writer->Service();
+    if (beat != nullptr) beat->Beat();
+  }
   std::vector<AnswerRequest> requests;
   std::vector<size_t> slot(ready.size(), 0);
   for (size_t k = 0; k < ready.size(); ++k) {
@@ -525,7 +527,9 @@ absl::Status RunRun(Ranks& ranks) {
   Engine engine(*model, s.options);
   std::unique_ptr<Writer> writer;
   std::optional<Heartbeat> beat;
-  if (!ranks.writer() && ranks.replica_leader()) beat.emplace(ranks, std::vector<int>{0}, kLeaderTag);
+  if (!ranks.writer() && ranks.replica_leader()) {
+    beat.emplace(ranks, std::vector<int>{0}, kLeaderTag);
+  }
   if (ranks.writer()) {
     warnings.insert(warnings.begin(), s.input.warnings.begin(), s.input.warnings.end());
     std::deque<int> pending;
@@ -556,7 +560,7 @@ absl::Status RunRun(Ranks& ranks) {
     } else if (ranks.replica_leader()) {
       KVFOLD_RETURN_IF_ERROR(
           SendText(ranks.results(), absl::StrCat("Q", s.options.batch), 0, kLeaderTag));
-      KVFOLD_ASSIGN_OR_RETURN(assigned, RecvText(ranks.world(), 0, kAssignTag));
+      KVFOLD_ASSIGN_OR_RETURN(assigned, RecvText(ranks.watch(), 0, kAssignTag));
     }
     KVFOLD_RETURN_IF_ERROR(ranks.ShareWithReplica(&assigned));
     const std::vector<int> jobs = ParseIndices(assigned);

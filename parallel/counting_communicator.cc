@@ -6,9 +6,15 @@ namespace kvfold {
 
 template <typename F>
 absl::Status CountingCommunicator::Count(const char* op, int64_t bytes, F call) {
+  if (!failure_.ok()) return failure_;
   const auto start = std::chrono::steady_clock::now();
   absl::Status s = call();
-  if (!s.ok() && failure_.ok()) failure_ = s;
+  // Bad arguments (InvalidArgument, ...) leave the communicator usable.
+  const absl::StatusCode code = s.code();
+  if (code == absl::StatusCode::kDeadlineExceeded || code == absl::StatusCode::kInternal ||
+      code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kAborted) {
+    failure_ = s;
+  }
   OpCount& c = counts_[op];
   ++c.calls;
   c.bytes += bytes;

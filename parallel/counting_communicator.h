@@ -49,8 +49,10 @@ class CountingCommunicator : public Communicator {
   const std::map<std::string, OpCount>& counts() const { return counts_; }
   OpCount Total() const;
   void Reset() { counts_.clear(); }
-  // The first error any call returned (OK while none did): a rank that died
-  // or stopped, which the caller must not mistake for a bad input.
+  // The first transport failure (a timeout, an MPI or NCCL error; OK while
+  // none): a rank that died or stopped, which the caller must not mistake
+  // for a bad input. It leaves the communicator broken: every later call
+  // returns it at once instead of waiting out another timeout.
   const absl::Status& failure() const { return failure_; }
 
  private:

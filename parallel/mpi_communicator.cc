@@ -99,8 +99,9 @@ absl::Status Started(int rc, int rank, const std::string& what) {
 // Polls `request` until it completes or the timeout passes, answering health
 // checks meanwhile. On a timeout, checks which peers still answer, so the
 // error can name the rank that stopped.
+// `peer`: the rank a point-to-point call waits for (-1: a collective).
 absl::Status Wait(MPI_Comm comm, MPI_Request* request, absl::Duration timeout, int rank,
-                  const std::string& what) {
+                  const std::string& what, int peer = -1) {
   const absl::Time deadline = absl::Now() + timeout;
   int done = 0;
   for (int spins = 0;; ++spins) {
@@ -111,7 +112,7 @@ absl::Status Wait(MPI_Comm comm, MPI_Request* request, absl::Duration timeout, i
     if (done) return absl::OkStatus();
     if ((spins & 63) == 0) ServePings();
     if (absl::Now() > deadline) {
-      const std::string peers = CheckPeers(comm, std::min(timeout, absl::Seconds(10)));
+      const std::string peers = CheckPeers(comm, peer, std::min(timeout, absl::Seconds(10)));
       return absl::DeadlineExceededError(
           absl::StrCat("mpi rank ", rank, ": ", what, " timed out after ",
                        absl::FormatDuration(timeout), peers.empty() ? "" : "; ", peers));
@@ -192,11 +193,13 @@ absl::Status MpiCommunicator::Recv(const TensorView& data, int peer, int tag) {
   KVFOLD_RETURN_IF_ERROR(Started(MPI_Irecv(data.data, int(data.bytes()), MPI_BYTE, peer, tag,
                                            state_->comm, &r),
                                  rank_, "Recv"));
-  return Wait(state_->comm, &r, timeout_, rank_, absl::StrCat("Recv from rank ", peer, " tag ", tag));
+  return Wait(state_->comm, &r, timeout_, rank_,
+              absl::StrCat("Recv from rank ", peer, " tag ", tag), peer);
 }
 
 absl::StatusOr<bool> MpiCommunicator::Probe(int peer, int tag) {
   KVFOLD_RETURN_IF_ERROR(CheckRank(peer, size_, "Probe peer"));
+  ServePings();  // a rank polling for messages answers health checks too
   int waiting = 0;
   KVFOLD_RETURN_IF_ERROR(Started(
       MPI_Iprobe(peer, tag, state_->comm, &waiting, MPI_STATUS_IGNORE), rank_, "Probe"));

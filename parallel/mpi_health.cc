@@ -63,12 +63,13 @@ void ServePings() {
   }
 }
 
-std::string CheckPeers(MPI_Comm comm, absl::Duration window) {
+std::string CheckPeers(MPI_Comm comm, int peer, absl::Duration window) {
   const MPI_Comm health = HealthComm();
   if (health == MPI_COMM_NULL) return "";
   int me = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &me);
-  const std::vector<int> peers = WorldRanks(comm);
+  std::vector<int> peers = WorldRanks(comm);
+  if (peer >= 0 && peer < int(peers.size())) peers = {peers[peer]};
   struct Pending {
     int rank;
     MPI_Request pong = MPI_REQUEST_NULL;
@@ -79,7 +80,10 @@ std::string CheckPeers(MPI_Comm comm, absl::Duration window) {
   for (int p : peers) {
     if (p == me || p == MPI_UNDEFINED) continue;
     Pending& q = pending.emplace_back(Pending{p});
-    MPI_Irecv(&pong, 0, MPI_BYTE, p, kPongTag, health, &q.pong);
+    if (MPI_Irecv(&pong, 0, MPI_BYTE, p, kPongTag, health, &q.pong) != MPI_SUCCESS) {
+      q.pong = MPI_REQUEST_NULL;
+      continue;  // counted as silent
+    }
     MPI_Request request;
     if (MPI_Isend(&ping, 0, MPI_BYTE, p, kPingTag, health, &request) == MPI_SUCCESS) {
       MPI_Request_free(&request);
@@ -90,7 +94,7 @@ std::string CheckPeers(MPI_Comm comm, absl::Duration window) {
   while (answered < pending.size() && absl::Now() < deadline) {
     ServePings();
     for (Pending& q : pending) {
-      if (q.answered) continue;
+      if (q.answered || q.pong == MPI_REQUEST_NULL) continue;
       int done = 0;
       if (MPI_Test(&q.pong, &done, MPI_STATUS_IGNORE) == MPI_SUCCESS && done) {
         q.answered = true;
@@ -103,8 +107,13 @@ std::string CheckPeers(MPI_Comm comm, absl::Duration window) {
   for (Pending& q : pending) {
     if (q.answered) continue;
     silent.push_back(q.rank);
+    if (q.pong == MPI_REQUEST_NULL) continue;
     MPI_Cancel(&q.pong);
     MPI_Request_free(&q.pong);
+  }
+  if (silent.empty() && peer >= 0) {
+    return absl::StrCat("rank ", pending.empty() ? -1 : pending[0].rank,
+                        " answered a health check: it is alive but did not send");
   }
   if (silent.empty()) {
     return "every other rank of the group answered a health check, so they are alive but "

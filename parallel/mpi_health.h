@@ -25,10 +25,11 @@ void StartHealthChecks();
 // Answers the pings that arrived; cheap when none did.
 void ServePings();
 
-// Pings every other member of `comm` and waits up to `window` for their
-// answers (serving pings meanwhile). Returns a sentence for an error message:
-// the world ranks that did not answer, or that all did.
-std::string CheckPeers(MPI_Comm comm, absl::Duration window);
+// Pings every other member of `comm` (only `peer`, a rank of `comm`, when it
+// is not negative) and waits up to `window` for their answers (serving pings
+// meanwhile). Returns a sentence for an error message: the world ranks that
+// did not answer, or that all did.
+std::string CheckPeers(MPI_Comm comm, int peer, absl::Duration window);
 
 }  // namespace kvfold
 

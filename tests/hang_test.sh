@@ -14,10 +14,13 @@ failures=0
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 RANDOM=20261123
 LIMIT=3  # --collective_timeout; the health check waits as long again
-MAX_END=$((3 * LIMIT + 10))  # seconds from the stop to the end of mpirun
+# Seconds from the stop to the end of mpirun: a collective's timeout and
+# health check (2 x LIMIT); in run, the silence limit (2 x LIMIT + 10 s)
+# and a health check, plus the job a rank was finishing.
+MAX_END=$((5 * LIMIT + 30))
 
-# The kvfold processes whose command line contains $1, by rank (pid order
-# is start order under mpirun here; the rank is checked from the environment).
+# The kvfold process of rank $2 (from its environment) whose command line
+# contains $1.
 rank_pid() {
   local tag="$1" want="$2"
   for p in $(pgrep -x kvfold); do
@@ -65,11 +68,15 @@ else
   fail "generate TP=2, rank 1 hangs: rc=$rc after ${took}s"; cat "$T/err"
 fi
 
-# --- generate, TP = 4: one rank stopped mid-decode (a long answer).
+# --- generate, TP = 4: one rank stopped mid-decode (a long answer), once it
+# has used a second of CPU time (start-up takes far less).
 victim=$((RANDOM % 4))
+tag="--seed=$$"
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+decoding() { [ "$(cpu_ticks "$pid")" -ge 100 ]; }
 MPI_TIMEOUT=120 mpi 4 "$KVFOLD" generate --model=$MODEL --ids=1,2,3,4,5 --max_new_tokens=100000 \
-  --ignore_eos --threads=1 --tp=4 --collective_timeout=$LIMIT --seed=4 >"$T/out" 2>"$T/err" &
-stop_rank_of $! "--seed=4" $victim "sleep 3"
+  --ignore_eos --threads=1 --tp=4 --collective_timeout=$LIMIT "$tag" >"$T/out" 2>"$T/err" &
+stop_rank_of $! "$tag" $victim decoding
 if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $took -le $MAX_END ] &&
    grep -q "timed out after 3s; rank $victim did not answer a health check" "$T/err"; then
   echo "ok: generate TP=4, rank $victim stopped mid-decode: rc=$rc after ${took}s"
@@ -128,7 +135,7 @@ scenario() {
   fi
 }
 scenario 2 "" 1 "rank 1 (leader of a data-parallel replica) has sent nothing" dp2_leader
-scenario 2 "" 0 "Recv from rank 0 tag 13 timed out after 3s; rank 0 did not answer" dp2_writer
+scenario 2 "" 0 "Recv from rank 0 tag 13 timed out after 16s; rank 0 did not answer" dp2_writer
 scenario 2 "--tp=2" $((RANDOM % 2)) "did not answer a health check" tp2
 
 echo "hang_test: $failures failure(s)"
