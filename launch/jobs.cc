@@ -13,8 +13,8 @@
 #include "absl/strings/str_split.h"
 #include "google/protobuf/util/json_util.h"
 #include "kernels/status_macros.h"
-#include "launch/json_line.h"
 #include "models/files.h"
+#include "models/json_parse.h"
 
 namespace kvfold {
 namespace {
@@ -91,7 +91,7 @@ absl::Status CheckFields(const nlohmann::json& o, const Job& job) {
 
 absl::StatusOr<JobLine> ParseJobLine(absl::string_view text, int line, const std::string& where,
                                      std::vector<std::string>* warnings) {
-  KVFOLD_ASSIGN_OR_RETURN(nlohmann::json o, ParseJsonLine(text, where));
+  KVFOLD_ASSIGN_OR_RETURN(nlohmann::json o, ParseJsonLimited(text, where));
   if (!o.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(where, ": expected a JSON object"));
   }

@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
-#include "launch/json_line.h"
+#include "models/json_parse.h"
 
 namespace kvfold {
 namespace {
@@ -84,7 +84,7 @@ absl::StatusOr<ResultsFile> ResultsFile::Open(const std::string& path,
     begin = end + 1;
     if (s.find_first_not_of(" \t\r") == std::string_view::npos) continue;
     const absl::StatusOr<nlohmann::json> parsed =
-        ParseJsonLine(absl::string_view(s.data(), s.size()), path);
+        ParseJsonLimited(absl::string_view(s.data(), s.size()), path);
     const nlohmann::json j = parsed.ok() ? *parsed : nlohmann::json();
     if (!parsed.ok() || !j.is_object() || !j.contains("id") || !j["id"].is_string()) {
       return absl::InvalidArgumentError(absl::StrCat(

@@ -10,8 +10,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "kernels/status_macros.h"
-#include "launch/json_line.h"
 #include "models/files.h"
+#include "models/json_parse.h"
 
 namespace kvfold {
 namespace {
@@ -24,7 +24,7 @@ absl::Status LineError(const std::string& path, int line, const std::string& wha
 
 absl::StatusOr<nlohmann::json> ParseLine(absl::string_view text, const std::string& path,
                                          int line) {
-  KVFOLD_ASSIGN_OR_RETURN(nlohmann::json o, ParseJsonLine(text, absl::StrCat(path, ":", line)));
+  KVFOLD_ASSIGN_OR_RETURN(nlohmann::json o, ParseJsonLimited(text, absl::StrCat(path, ":", line)));
   if (!o.is_object()) return LineError(path, line, "expected a JSON object");
   return o;
 }

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
 #include "models/files.h"
+#include "models/json_parse.h"
 
 namespace kvfold {
 
@@ -143,10 +144,7 @@ absl::Status ParseRopeScaling(const json& j, const std::string& source,
 
 absl::StatusOr<ModelConfig> ModelConfig::FromJson(const std::string& text,
                                                   const std::string& source) {
-  const json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) {
-    return absl::InvalidArgumentError(source + ": not valid JSON");
-  }
+  KVFOLD_ASSIGN_OR_RETURN(const json j, ParseJsonLimited(text, source));
   if (!j.is_object()) {
     return absl::InvalidArgumentError(source + ": must be a JSON object");
   }
@@ -243,10 +241,8 @@ absl::StatusOr<ModelConfig> ModelConfig::FromFile(const std::string& path) {
 
 absl::Status ModelConfig::MergeGenerationConfig(const std::string& path) {
   KVFOLD_ASSIGN_OR_RETURN(std::string text, ReadTextFile(path, kMaxConfigBytes));
-  const json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object()) {
-    return absl::InvalidArgumentError(path + ": not a JSON object");
-  }
+  KVFOLD_ASSIGN_OR_RETURN(const json j, ParseJsonLimited(text, path));
+  if (!j.is_object()) return absl::InvalidArgumentError(path + ": not a JSON object");
   std::vector<int32_t> ids;
   KVFOLD_RETURN_IF_ERROR(Reader(j, path).Ids("eos_token_id", &ids));
   for (int32_t id : ids) {

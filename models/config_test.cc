@@ -60,6 +60,8 @@ TEST(ModelConfigTest, BadConfigsNameTheField) {
          "num_hidden_layers": 1, "num_attention_heads": 2)";
   const Case cases[] = {
       {"{", "not valid JSON"},
+      {"{\"a\": " + std::string(100000, '[') + std::string(100000, ']') + "}",
+       "nests deeper than 32 levels"},
       {"[1, 2]", "must be a JSON object"},
       {"{" + base + "}", "architectures"},
       {R"({"architectures": ["GPT2LMHeadModel"], )" + base + "}", "GPT2LMHeadModel"},

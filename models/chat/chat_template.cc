@@ -4,7 +4,9 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/status_macros.h"
 #include "models/files.h"
+#include "models/json_parse.h"
 
 namespace kvfold {
 
@@ -64,8 +66,8 @@ absl::StatusOr<LoadedChatTemplate> LoadChatTemplate(
     const std::string& tokenizer_config_path) {
   auto text = ReadTextFile(tokenizer_config_path, size_t{64} << 20);
   if (!text.ok()) return text.status();
-  nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) {
+  KVFOLD_ASSIGN_OR_RETURN(nlohmann::json j, ParseJsonLimited(*text, tokenizer_config_path));
+  if (!j.is_object()) {
     return absl::InvalidArgumentError(
         absl::StrCat(tokenizer_config_path, ": not a JSON object"));
   }

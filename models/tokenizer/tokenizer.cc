@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "kernels/status_macros.h"
 #include "models/files.h"
+#include "models/json_parse.h"
 #include "models/tokenizer/json_util.h"
 #include "models/tokenizer/unicode.h"
 
@@ -88,15 +89,7 @@ absl::StatusOr<std::string> ConfigToken(const json& config, const char* key,
 }
 
 absl::StatusOr<json> ParseJson(absl::string_view text, const std::string& name) {
-  json j;
-  try {
-    j = json::parse(text.begin(), text.end());
-  } catch (const json::parse_error& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(name, ": not valid JSON (at byte ", e.byte, ")"));
-  } catch (const json::exception& e) {  // e.g. a number too large for a double
-    return absl::InvalidArgumentError(absl::StrCat(name, ": not valid JSON (", e.what(), ")"));
-  }
+  KVFOLD_ASSIGN_OR_RETURN(json j, ParseJsonLimited(text, name));
   if (!j.is_object()) return absl::InvalidArgumentError(name + ": must be a JSON object");
   return j;
 }

@@ -59,6 +59,14 @@ TEST(TokenizerTest, GoodFileEncodesAndDecodes) {
 
 TEST(TokenizerTest, MalformedFilesNameFileAndField) {
   ExpectError("\"version\": \"1.0\",", "\"version\": \"1.0\",,", {"dir/tokenizer.json", "not valid JSON", "byte"});
+  // Normalizers nested 100000 deep (code walking them would recurse that
+  // deep): refused while parsing.
+  std::string deep;
+  for (int i = 0; i < 100000; ++i) deep += R"({"type": "Sequence", "normalizers": [)";
+  deep += R"({"type": "NFC"})";
+  for (int i = 0; i < 100000; ++i) deep += "]}";
+  ExpectError("\"normalizer\": null", "\"normalizer\": " + deep,
+              {"dir/tokenizer.json", "nests deeper than 32 levels"});
   ExpectError("\"type\": \"BPE\"", "\"type\": \"WordPiece\"", {"dir/tokenizer.json", "model.type", "WordPiece"});
   ExpectError("\"vocab\": {", "\"vocabulary\": {", {"dir/tokenizer.json", "model", "vocab"});
   ExpectError("\"merges\": [", "\"merged\": [", {"model", "merges"});

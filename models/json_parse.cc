@@ -1,4 +1,4 @@
-#include "launch/json_line.h"
+#include "models/json_parse.h"
 
 #include "absl/strings/str_cat.h"
 
@@ -17,7 +17,8 @@ std::string JsonError(const std::exception& e) {
 
 }  // namespace
 
-absl::StatusOr<nlohmann::json> ParseJsonLine(absl::string_view text, const std::string& where) {
+absl::StatusOr<nlohmann::json> ParseJsonLimited(absl::string_view text,
+                                                const std::string& where) {
   bool too_deep = false;
   const nlohmann::json::parser_callback_t limit_depth =
       [&too_deep](int depth, nlohmann::json::parse_event_t, nlohmann::json&) {
@@ -27,7 +28,10 @@ absl::StatusOr<nlohmann::json> ParseJsonLine(absl::string_view text, const std::
   nlohmann::json o;
   try {
     o = nlohmann::json::parse(text.begin(), text.end(), limit_depth);
-  } catch (const nlohmann::json::exception& e) {
+  } catch (const nlohmann::json::parse_error& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": not valid JSON (at byte ", e.byte, "): ", JsonError(e)));
+  } catch (const nlohmann::json::exception& e) {  // e.g. a number too large for a double
     return absl::InvalidArgumentError(absl::StrCat(where, ": not valid JSON: ", JsonError(e)));
   }
   if (too_deep) {
