@@ -388,6 +388,7 @@ class Writer {
         finished = jobs.empty();
       }
       if (!finished && absl::Now() - heard_[leader] > silence_limit_) {
+        SaveArrivedResults(leader);
         Check(absl::DeadlineExceededError(absl::StrCat(
             "rank ", leader, " (leader of a data-parallel replica) has sent nothing for ",
             absl::FormatDuration(absl::Now() - heard_[leader]),
@@ -399,6 +400,20 @@ class Writer {
     }
     if (pending_.empty()) beat_.Beat();
     progress_.Tick();
+  }
+
+  // Before the job ends over `silent`: writes the results the other replicas
+  // already sent, so that only jobs in flight are lost.
+  void SaveArrivedResults(int silent) {
+    Communicator& c = ranks_.results();
+    for (int leader : active_) {
+      if (leader == silent) continue;
+      while (Waiting(c.Probe(leader, kLeaderTag))) {
+        const absl::StatusOr<std::string> message = RecvText(ranks_.watch(), leader, kLeaderTag);
+        if (!message.ok()) break;
+        if (!message->empty() && (*message)[0] == 'R') Write(message->substr(1));
+      }
+    }
   }
 
   // Tells every other rank that all is done (after the others finished).

@@ -136,6 +136,7 @@ scenario() {
 }
 scenario 2 "" 1 "rank 1 (leader of a data-parallel replica) has sent nothing" dp2_leader
 scenario 2 "" 0 "Recv from rank 0 tag 13 timed out after 16s; rank 0 did not answer" dp2_writer
+scenario 3 "" 2 "rank 2 (leader of a data-parallel replica) has sent nothing" dp3_leader
 scenario 2 "--tp=2" $((RANDOM % 2)) "did not answer a health check" tp2
 
 echo "hang_test: $failures failure(s)"
