@@ -99,8 +99,8 @@ for i in sorted(seen):
 PY
 jobs="$T/jobs.jsonl"
 : >"$jobs"
-for i in $(seq 1 40); do
-  echo "{\"id\": \"h$i\", \"document_ids\": [1, $((i + 3)), 77, $((i + 50))], \"question_ids\": [[5]], \"max_new_tokens\": 3000, \"ignore_eos\": true}" >>"$jobs"
+for i in $(seq 1 24); do
+  echo "{\"id\": \"h$i\", \"document_ids\": [1, $((i + 3)), 77, $((i + 50))], \"question_ids\": [[5]], \"max_new_tokens\": 1500, \"ignore_eos\": true}" >>"$jobs"
 done
 "$KVFOLD" run --model=$MODEL --input="$jobs" --output="$T/ref.jsonl" --threads=1 2>/dev/null ||
   fail "reference run"
@@ -121,7 +121,7 @@ scenario() {
   local lines=$( [ -f "$out" ] && wc -l <"$out" || echo 0)
   if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $took -le $MAX_END ] && grep -q "$want" "$T/$name.err" &&
      python3 "$T/answers.py" "$out" >/dev/null; then
-    echo "ok: run $name: rank $victim stopped at $lines of 40 jobs written, rc=$rc after ${took}s"
+    echo "ok: run $name: rank $victim stopped at $lines of 24 jobs written, rc=$rc after ${took}s"
   else
     fail "run $name: rank $victim stopped: rc=$rc after ${took}s, $lines lines"; cat "$T/$name.err"
   fi
