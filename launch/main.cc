@@ -77,7 +77,7 @@ ABSL_FLAG(std::string, compressor, "",
 ABSL_FLAG(std::string, memory_limit, "",
           "refuse at start-up a job whose estimated peak per rank (weights + "
           "caches + workspace) exceeds this many bytes (e.g. 20G; default: the "
-          "machine's memory on the CPU)");
+          "machine's memory on the CPU, the device's free memory on CUDA)");
 ABSL_FLAG(double, feature_budget, 0,
           "MatryoshkaKV: fraction of key/value features kept, one of the rank "
           "allocations stored in the projection file (0: its only one)");

@@ -9,40 +9,20 @@ set -u
 KVFOLD="$1"
 MODEL=tests/golden/llama3_f32
 source parallel/mpirun_env.sh
+source tests/run_faults.sh
 T="${TEST_TMPDIR:-$(mktemp -d)}"
 failures=0
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 RANDOM=20261123
 
-cat >"$T/answers.py" <<'EOF'
-import json, sys
-text = open(sys.argv[1]).read()
-assert text == "" or text.endswith("\n"), "the last line is not whole"
-seen = {}
-for n, line in enumerate(text.split("\n")[:-1], 1):
-    j = json.loads(line)  # raises on a half or corrupt line
-    assert j["id"] not in seen, f"line {n}: job {j['id']} written twice"
-    seen[j["id"]] = ";".join(",".join(map(str, a["ids"])) for a in j["answers"])
-for i in sorted(seen):
-    print(i, seen[i])
-EOF
-
 jobs="$T/jobs.jsonl"
-: >"$jobs"
-for i in $(seq 1 60); do
-  echo "{\"id\": \"k$i\", \"document_ids\": [1, $((i + 3)), 77, $((i + 50))], \"question_ids\": [[5], [6]], \"max_new_tokens\": 600, \"ignore_eos\": true}" >>"$jobs"
-done
+make_jobs "$jobs" 60 k "[[5], [6]]" 600
 "$KVFOLD" run --model=$MODEL --input="$jobs" --output="$T/ref.jsonl" --threads=1 2>/dev/null ||
   fail "reference run"
-python3 "$T/answers.py" "$T/ref.jsonl" >"$T/ref.txt" || fail "reference output"
+answers "$T/ref.jsonl" >"$T/ref.txt" || fail "reference output"
 
 out="$T/out.jsonl"
-# kvfold rank processes of this run (not mpirun, whose arguments match too).
-ranks_of_run() {
-  for p in $(pgrep -x kvfold); do
-    tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q -- "--output=$out" && echo "$p"
-  done
-}
+ranks_of_run() { kvfold_processes "--output=$out"; }
 interrupted=0
 for round in $(seq 1 6); do
   before=$( [ -f "$out" ] && wc -l <"$out" || echo 0)
@@ -74,13 +54,13 @@ for round in $(seq 1 6); do
   [ "$took" -le 60 ] || fail "round $round: $took s to end after the kill"
   sleep 1
   [ -z "$(ranks_of_run)" ] || fail "round $round: kvfold processes left behind: $(ranks_of_run)"
-  python3 "$T/answers.py" "$out" >/dev/null || fail "round $round: output broken after the kill"
+  answers "$out" >/dev/null || fail "round $round: output broken after the kill"
   echo "ok: round $round: killed a rank at $lines of 60 jobs written, mpirun rc=$rc after ${took}s"
 done
 # Resume to the end.
 mpi 2 "$KVFOLD" run --model=$MODEL --input="$jobs" --output="$out" --threads=1 >/dev/null \
   2>"$T/stderr.final" || { fail "final resume"; cat "$T/stderr.final"; }
-python3 "$T/answers.py" "$out" >"$T/out.txt" || fail "final output broken"
+answers "$out" >"$T/out.txt" || fail "final output broken"
 if cmp -s "$T/ref.txt" "$T/out.txt"; then
   echo "ok: after $interrupted interrupted rounds every job is there once, answers = one rank"
 else

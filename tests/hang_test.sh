@@ -9,6 +9,7 @@ set -u
 KVFOLD="$1"
 MODEL=tests/golden/llama3_f32
 source parallel/mpirun_env.sh
+source tests/run_faults.sh
 T="${TEST_TMPDIR:-$(mktemp -d)}"
 failures=0
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
@@ -23,15 +24,9 @@ MAX_END=$((5 * LIMIT + 30))
 # contains $1.
 rank_pid() {
   local tag="$1" want="$2"
-  for p in $(pgrep -x kvfold); do
-    tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q -- "$tag" || continue
+  for p in $(kvfold_processes "$tag"); do
     r=$(tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | sed -n 's/^OMPI_COMM_WORLD_RANK=//p')
     [ "$r" = "$want" ] && echo "$p"
-  done
-}
-alive() {
-  for p in $(pgrep -x kvfold); do
-    tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q -- "$1" && echo "$p"
   done
 }
 
@@ -52,7 +47,8 @@ stop_rank_of() {
   rc=$?
   took=$(($(date +%s) - start))
   sleep 1
-  [ -z "$(alive "$tag")" ] || fail "$tag: kvfold processes left: $(alive "$tag")"
+  local left=$(kvfold_processes "$tag")
+  [ -z "$left" ] || fail "$tag: kvfold processes left: $left"
 }
 
 # --- generate, TP = 2: rank 1 hangs right after start-up.
@@ -85,26 +81,11 @@ else
 fi
 
 # --- run: a rank stopped at a random point, resumed; every job exactly once.
-cat >"$T/answers.py" <<'PY'
-import json, sys
-text = open(sys.argv[1]).read()
-assert text == "" or text.endswith("\n"), "the last line is not whole"
-seen = {}
-for n, line in enumerate(text.split("\n")[:-1], 1):
-    j = json.loads(line)
-    assert j["id"] not in seen, f"line {n}: job {j['id']} written twice"
-    seen[j["id"]] = ";".join(",".join(map(str, a["ids"])) for a in j["answers"])
-for i in sorted(seen):
-    print(i, seen[i])
-PY
 jobs="$T/jobs.jsonl"
-: >"$jobs"
-for i in $(seq 1 24); do
-  echo "{\"id\": \"h$i\", \"document_ids\": [1, $((i + 3)), 77, $((i + 50))], \"question_ids\": [[5]], \"max_new_tokens\": 1500, \"ignore_eos\": true}" >>"$jobs"
-done
+make_jobs "$jobs" 24 h "[[5]]" 1500
 "$KVFOLD" run --model=$MODEL --input="$jobs" --output="$T/ref.jsonl" --threads=1 2>/dev/null ||
   fail "reference run"
-python3 "$T/answers.py" "$T/ref.jsonl" >"$T/ref.txt" || fail "reference output"
+answers "$T/ref.jsonl" >"$T/ref.txt" || fail "reference output"
 
 # (ranks, extra flags, the rank to stop, what the others must say): the rank
 # is stopped once 1 to 6 result lines are written.
@@ -120,14 +101,14 @@ scenario() {
   stop_rank_of $! "--output=$out" "$victim" written
   local lines=$( [ -f "$out" ] && wc -l <"$out" || echo 0)
   if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $took -le $MAX_END ] && grep -q "$want" "$T/$name.err" &&
-     python3 "$T/answers.py" "$out" >/dev/null; then
+     answers "$out" >/dev/null; then
     echo "ok: run $name: rank $victim stopped at $lines of 24 jobs written, rc=$rc after ${took}s"
   else
     fail "run $name: rank $victim stopped: rc=$rc after ${took}s, $lines lines"; cat "$T/$name.err"
   fi
   mpi "$n" "$KVFOLD" run --model=$MODEL --input="$jobs" --output="$out" --threads=1 $flags \
     >/dev/null 2>"$T/$name.resume" || { fail "run $name: resume"; cat "$T/$name.resume"; }
-  python3 "$T/answers.py" "$out" >"$T/$name.txt" || fail "run $name: output broken"
+  answers "$out" >"$T/$name.txt" || fail "run $name: output broken"
   if cmp -s "$T/ref.txt" "$T/$name.txt"; then
     echo "ok: run $name resumed: every job once, answers = one rank"
   else
