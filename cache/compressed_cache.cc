@@ -77,7 +77,8 @@ CompressedKvCache::CompressedKvCache(
       budgets_(std::move(budgets)),
       compressor_(std::move(compressor)),
       layers_(shape.num_layers),
-      decode_caps_(budgets_) {
+      decode_caps_(budgets_),
+      last_position_(shape.num_layers, -1) {
   // Fixed-size storage, reserved up front (static shapes; MakeCache checked
   // that it fits in memory).
   for (int64_t l = 0; l < shape_.num_layers; ++l) {
@@ -119,11 +120,9 @@ absl::Status CompressedKvCache::Append(int layer, const float* k,
       std::fill(sc, sc + n, 0.0f);
     }
   }
-  if (layer == 0) {
-    tokens_seen_ += n;
-    for (int64_t i = 0; i < n; ++i) {
-      last_position_ = std::max(last_position_, positions[i]);
-    }
+  if (layer == 0) tokens_seen_ += n;
+  for (int64_t i = 0; i < n; ++i) {
+    last_position_[layer] = std::max(last_position_[layer], positions[i]);
   }
   return absl::OkStatus();
 }
@@ -182,7 +181,7 @@ absl::Status CompressedKvCache::AfterAttention(int layer,
   r.layer = layer;
   r.target = target;
   r.col_sums = col_sums;
-  r.last_position = last_position_;
+  r.last_position = last_position_[layer];
   r.decoding = phase_ == CachePhase::kDecode;
   r.scratch = &scratch_;
   KVFOLD_RETURN_IF_ERROR(compressor_->Compress(s, r));
@@ -220,6 +219,7 @@ std::unique_ptr<KvCache> CompressedKvCache::Clone() const {
   c->phase_ = phase_;
   c->tokens_seen_ = tokens_seen_;
   c->last_position_ = last_position_;
+  c->skipped_ = skipped_;
   return c;
 }
 

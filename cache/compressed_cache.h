@@ -110,7 +110,9 @@ class CompressedKvCache : public KvCache {
   std::vector<int64_t> decode_caps_;
   CachePhase phase_ = CachePhase::kPrefill;
   int64_t tokens_seen_ = 0;
-  int32_t last_position_ = -1;
+  // Per layer: a sequence-parallel prefill runs a layer over the whole block
+  // before the next layer starts.
+  std::vector<int32_t> last_position_;
   absl::Status status_;  // a failed reservation, reported by Append
   std::vector<float> host_col_sums_;  // device column sums copied for policies
   std::vector<float> scratch_;        // the compressor's working memory

@@ -188,6 +188,7 @@ int64_t FullKvCache::bytes() const {
 std::unique_ptr<KvCache> FullKvCache::Clone() const {
   auto c = std::make_unique<FullKvCache>(shape_);
   for (size_t i = 0; i < layers_.size(); ++i) c->layers_[i] = layers_[i].Copy();
+  c->skipped_ = skipped_;
   return c;
 }
 

@@ -137,6 +137,17 @@ class KvCache {
   virtual std::unique_ptr<KvCache> Clone() const = 0;
 
   CacheStats Stats() const;
+
+  // Sequence parallelism: positions this cache passes over without holding
+  // their tokens (the document blocks other SP ranks hold, and the question
+  // and answer tokens a rank other than the last attends without keeping).
+  // The next token goes at next_position().
+  void SkipPositions(int64_t n) { skipped_ += n; }
+  int64_t next_position() const { return skipped_ + tokens_seen(); }
+
+ protected:
+  // Clone() implementations copy it.
+  int64_t skipped_ = 0;
 };
 
 // Keeps every token: the baseline and the reference for all policies.

@@ -9,6 +9,7 @@
 #include "cache/matryoshka.h"
 #include "kernels/status_macros.h"
 #include "kernels/thread_pool.h"
+#include "models/llama_internal.h"
 
 namespace kvfold {
 
@@ -55,35 +56,14 @@ absl::Status LlamaModel::PlaceTables() {
 
 // ---- Forward pass ---------------------------------------------------------
 
-namespace {
+using llama_internal::Ensure;
+using llama_internal::Linear;
 
-absl::Status Ensure(Tensor& t, Shape shape, Device device,
-                    DType type = DType::kF32) {
-  if (t.empty() || t.numel() < NumElements(shape)) {
-    KVFOLD_ASSIGN_OR_RETURN(t, Tensor::Allocate(std::move(shape), type, device));
-  }
-  return absl::OkStatus();
-}
-
-// y[n, out] = x[n, in] . W^T (+ bias), or y += that when `accumulate`
-// (row-parallel outputs added straight into the residual stream).
-absl::Status Linear(const Stream& s, const float* x, int64_t n,
-                    const Tensor& w, const Tensor& bias, float* y,
-                    bool accumulate = false) {
-  const int64_t out = w.dim(0), in = w.dim(1);
-  KVFOLD_RETURN_IF_ERROR(MatMulNT(s, x, in, w.data(), w.dtype(), in, y, out, n,
-                                  out, in, accumulate));
-  if (bias.empty()) return absl::OkStatus();
-  return AddBias(s, y, bias.as<float>(), n, out);
-}
-
-}  // namespace
 
 absl::Status LlamaModel::Attention(const Stream& s, int layer,
                                    const int32_t* positions, int64_t n,
                                    absl::Span<const CacheRows> runs,
                                    ForwardScratch& sc) const {
-  const ModelConfig& c = config_;
   const LlamaLayerWeights& l = w_.layers[layer];
   float* xn = sc.xn.as<float>();
   KVFOLD_RETURN_IF_ERROR(Linear(s, xn, n, l.wq, l.bq, sc.q.as<float>()));
@@ -96,24 +76,8 @@ absl::Status LlamaModel::Attention(const Stream& s, int layer,
     run.cache->RopePositions(layer, positions + run.begin, run.n,
                              sc.rope_positions.data() + run.begin);
   }
-  const int32_t* rope = sc.rope_positions.data();
-  const float* inv_freq = inv_freq_.data();
-  if (s.device.kind != Device::Kind::kCpu) {
-    // Layers usually share positions: upload (a synchronising copy) only
-    // when they change.
-    if (sc.rope_uploaded != sc.rope_positions) {
-      KVFOLD_RETURN_IF_ERROR(Ensure(sc.rope_device, {n}, s.device, DType::kI32));
-      KVFOLD_RETURN_IF_ERROR(CopyToDevice(s, sc.rope_device.data(), rope,
-                                          n * sizeof(int32_t)));
-      sc.rope_uploaded = sc.rope_positions;
-    }
-    rope = sc.rope_device.as<int32_t>();
-    inv_freq = inv_freq_device_.as<float>();
-  }
-  KVFOLD_RETURN_IF_ERROR(ApplyRope(s, sc.q.as<float>(), rope, inv_freq, n,
-                                   slice_.q_heads, c.head_dim));
-  KVFOLD_RETURN_IF_ERROR(ApplyRope(s, sc.k.as<float>(), rope, inv_freq, n,
-                                   slice_.kv_heads, c.head_dim));
+  KVFOLD_RETURN_IF_ERROR(
+      Rotate(s, sc.rope_positions.data(), n, sc.q.as<float>(), sc.k.as<float>(), sc));
   // MatryoshkaKV: when every run's cache has the same projected layout, the
   // output projection takes the projected outputs directly (U_v folded in).
   const std::shared_ptr<const FeatureLayout>& layout = runs[0].cache->shape().features;
@@ -126,11 +90,42 @@ absl::Status LlamaModel::Attention(const Stream& s, int layer,
   for (const CacheRows& run : runs) {
     KVFOLD_RETURN_IF_ERROR(AttendRun(s, layer, positions, run, sc, fold.get()));
   }
+  if (sp_size() > 1) KVFOLD_RETURN_IF_ERROR(MergeOverGroup(s, n, runs, sc));
+  float* x = sc.x.as<float>();
   if (fold != nullptr) {
-    return AddRowParallel(s, sc.attn.as<float>(), n, fold->wo[layer], fold->bias[layer], sc);
+    return AddRowParallel(s, sc.attn.as<float>(), n, fold->wo[layer], fold->bias[layer], x, sc);
   }
   // x += attn . Wo^T (+ bo)
-  return AddRowParallel(s, sc.attn.as<float>(), n, l.wo, l.bo, sc);
+  return AddRowParallel(s, sc.attn.as<float>(), n, l.wo, l.bo, x, sc);
+}
+
+absl::Status LlamaModel::Rotate(const Stream& s, const int32_t* rope, int64_t n, float* q,
+                                float* k, ForwardScratch& sc) const {
+  const float* inv_freq = inv_freq_.data();
+  if (s.device.kind != Device::Kind::kCpu) {
+    // Layers usually share positions: upload (a synchronising copy) only
+    // when they change.
+    if (sc.rope_uploaded.size() != size_t(n) ||
+        !std::equal(rope, rope + n, sc.rope_uploaded.begin())) {
+      KVFOLD_RETURN_IF_ERROR(Ensure(sc.rope_device, {n}, s.device, DType::kI32));
+      KVFOLD_RETURN_IF_ERROR(CopyToDevice(s, sc.rope_device.data(), rope,
+                                          n * sizeof(int32_t)));
+      sc.rope_uploaded.assign(rope, rope + n);
+    }
+    rope = sc.rope_device.as<int32_t>();
+    inv_freq = inv_freq_device_.as<float>();
+  }
+  KVFOLD_RETURN_IF_ERROR(ApplyRope(s, q, rope, inv_freq, n, slice_.q_heads, config_.head_dim));
+  return ApplyRope(s, k, rope, inv_freq, n, slice_.kv_heads, config_.head_dim);
+}
+
+AttentionArgs LlamaModel::HeadArgs() const {
+  AttentionArgs a;
+  a.q_heads = slice_.q_heads;
+  a.kv_heads = slice_.kv_heads;
+  a.head_dim = config_.head_dim;
+  a.scale = 1.0f / std::sqrt(float(config_.head_dim));
+  return a;
 }
 
 absl::Status LlamaModel::AttendRun(const Stream& s, int layer,
@@ -140,16 +135,26 @@ absl::Status LlamaModel::AttendRun(const Stream& s, int layer,
   const int64_t n = run.n;
   const int64_t q_dim = slice_.q_heads * c.head_dim, kv_dim = slice_.kv_heads * c.head_dim;
   KvCache& cache = *run.cache;
-  KVFOLD_RETURN_IF_ERROR(cache.Append(layer, sc.k.as<float>() + run.begin * kv_dim,
-                                      sc.v.as<float>() + run.begin * kv_dim,
-                                      positions + run.begin, n));
+  // Sequence parallelism: only the last rank keeps new tokens; the others
+  // attend over their caches (every key: they all precede the tokens).
+  const bool sp = sp_size() > 1, keep = !sp || sp_rank() == sp_size() - 1;
+  if (sp && cache.shape().features != nullptr) {
+    return absl::UnimplementedError(
+        "sequence parallelism with MatryoshkaKV projections is not supported; use --sp=1");
+  }
+  if (keep) {
+    KVFOLD_RETURN_IF_ERROR(cache.Append(layer, sc.k.as<float>() + run.begin * kv_dim,
+                                        sc.v.as<float>() + run.begin * kv_dim,
+                                        positions + run.begin, n));
+  }
   const LayerView view = cache.View(layer);
-  AttentionArgs a;
+  AttentionArgs a = HeadArgs();
   a.q = sc.q.as<float>() + run.begin * q_dim;
   a.k = view.keys;
   a.v = view.values;
   a.out = sc.attn.as<float>() + run.begin * q_dim;
-  const int64_t summed = cache.ColumnSumQueries(n);
+  if (sp) a.lse = sc.lse.as<float>() + run.begin * slice_.q_heads;
+  const int64_t summed = keep ? cache.ColumnSumQueries(n) : 0;
   if (summed > 0) {
     KVFOLD_RETURN_IF_ERROR(
         Ensure(sc.col_sums, {slice_.kv_heads, view.length}, s.device));
@@ -159,11 +164,14 @@ absl::Status LlamaModel::AttendRun(const Stream& s, int layer,
   a.num_queries = n;
   a.num_keys = view.length;
   a.kv_stride = view.stride;
-  a.causal_offset = view.length - n;
-  a.q_heads = slice_.q_heads;
-  a.kv_heads = slice_.kv_heads;
-  a.head_dim = c.head_dim;
-  a.scale = 1.0f / std::sqrt(float(c.head_dim));
+  a.causal_offset = keep ? view.length - n : view.length - 1;
+  if (view.length == 0 && sp) {
+    // A rank whose cache is empty contributes nothing to the merge.
+    const std::vector<float> zeros(n * q_dim, 0.0f);
+    const std::vector<float> none(n * slice_.q_heads, -INFINITY);
+    KVFOLD_RETURN_IF_ERROR(CopyToDevice(s, a.out, zeros.data(), zeros.size() * sizeof(float)));
+    return CopyToDevice(s, a.lse, none.data(), none.size() * sizeof(float));
+  }
   if (const FeatureLayout* features = cache.shape().features.get()) {
     FoldedLayout packed;
     if (fold != nullptr) {
@@ -179,6 +187,7 @@ absl::Status LlamaModel::AttendRun(const Stream& s, int layer,
   if (a.col_sums != nullptr && slice_.kv_replication > 1) {
     KVFOLD_RETURN_IF_ERROR(ShareColumnSums(s, view.length, sc));
   }
+  if (!keep) return absl::OkStatus();
   return cache.AfterAttention(layer, {a.col_sums, nullptr, n});
 }
 
@@ -219,9 +228,8 @@ absl::Status LlamaModel::ShareColumnSums(const Stream& s, int64_t length,
 }
 
 absl::Status LlamaModel::AddRowParallel(const Stream& s, const float* in, int64_t n,
-                                        const Tensor& w, const Tensor& bias,
+                                        const Tensor& w, const Tensor& bias, float* x,
                                         ForwardScratch& sc) const {
-  float* x = sc.x.as<float>();
   if (options_.tp == nullptr) return Linear(s, in, n, w, bias, x, /*accumulate=*/true);
   // Each rank's output is a partial sum over its slice of the inputs.
   KVFOLD_RETURN_IF_ERROR(Linear(s, in, n, w, bias, sc.partial.as<float>()));
@@ -229,6 +237,19 @@ absl::Status LlamaModel::AddRowParallel(const Stream& s, const float* in, int64_
   KVFOLD_RETURN_IF_ERROR(options_.tp->AllReduce(
       TensorView{sc.partial.data(), DType::kF32, s.device, {values}}, ReduceOp::kSum));
   return AddInPlace(s, x, sc.partial.as<float>(), values);
+}
+
+absl::Status LlamaModel::Mlp(const Stream& s, int layer, float* x, int64_t n,
+                             ForwardScratch& sc) const {
+  const LlamaLayerWeights& l = w_.layers[layer];
+  float* xn = sc.xn.as<float>();
+  KVFOLD_RETURN_IF_ERROR(
+      RmsNorm(s, x, l.mlp_norm.as<float>(), config_.rms_norm_eps, xn, n, config_.hidden_size));
+  KVFOLD_RETURN_IF_ERROR(Linear(s, xn, n, l.w_gate, Tensor(), sc.gate.as<float>()));
+  KVFOLD_RETURN_IF_ERROR(Linear(s, xn, n, l.w_up, Tensor(), sc.up.as<float>()));
+  KVFOLD_RETURN_IF_ERROR(SiluMul(s, sc.gate.as<float>(), sc.up.as<float>(),
+                                 sc.gate.as<float>(), n * slice_.inter));
+  return AddRowParallel(s, sc.gate.as<float>(), n, l.w_down, Tensor(), x, sc);
 }
 
 absl::Status LlamaModel::EmbedTokens(const Stream& s, absl::Span<const int32_t> tokens,
@@ -372,6 +393,7 @@ absl::Status LlamaModel::Run(const Stream& s, absl::Span<const int32_t> tokens,
     KVFOLD_RETURN_IF_ERROR(Ensure(sc.gate, {n, inter}, d));
     KVFOLD_RETURN_IF_ERROR(Ensure(sc.up, {n, inter}, d));
     if (options_.tp != nullptr) KVFOLD_RETURN_IF_ERROR(Ensure(sc.partial, {n, h}, d));
+    if (options_.sp != nullptr) KVFOLD_RETURN_IF_ERROR(Ensure(sc.lse, {n * slice_.q_heads}, d));
     sc.rows = n;
   }
   float* x = sc.x.as<float>();
@@ -382,13 +404,10 @@ absl::Status LlamaModel::Run(const Stream& s, absl::Span<const int32_t> tokens,
     KVFOLD_RETURN_IF_ERROR(
         RmsNorm(s, x, l.attn_norm.as<float>(), c.rms_norm_eps, xn, n, h));
     KVFOLD_RETURN_IF_ERROR(Attention(s, layer, positions.data(), n, runs, sc));
-    KVFOLD_RETURN_IF_ERROR(
-        RmsNorm(s, x, l.mlp_norm.as<float>(), c.rms_norm_eps, xn, n, h));
-    KVFOLD_RETURN_IF_ERROR(Linear(s, xn, n, l.w_gate, Tensor(), sc.gate.as<float>()));
-    KVFOLD_RETURN_IF_ERROR(Linear(s, xn, n, l.w_up, Tensor(), sc.up.as<float>()));
-    KVFOLD_RETURN_IF_ERROR(SiluMul(s, sc.gate.as<float>(), sc.up.as<float>(),
-                                   sc.gate.as<float>(), n * inter));
-    KVFOLD_RETURN_IF_ERROR(AddRowParallel(s, sc.gate.as<float>(), n, l.w_down, Tensor(), sc));
+    KVFOLD_RETURN_IF_ERROR(Mlp(s, layer, x, n, sc));
+  }
+  if (sp_size() > 1 && sp_rank() != sp_size() - 1) {
+    for (const CacheRows& run : runs) run.cache->SkipPositions(run.n);
   }
   if (which == LogitsFor::kNone) return absl::OkStatus();
   // Only the rows whose logits are wanted go through the final norm and head.

@@ -7,6 +7,7 @@
 #define KVFOLD_MODELS_LLAMA_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -81,6 +82,13 @@ struct LoadOptions {
   // Each rank loads and reads only its slice; Forward runs the collectives
   // on it, so it must outlive the model.
   Communicator* tp = nullptr;
+  // Sequence parallelism: the SP group (the ranks holding the other blocks
+  // of each document, at this rank's TP position; null = no SP). Forward
+  // and ForwardDecodeBatch then run Star Attention's phase 2: every rank
+  // attends over its own cache, the group merges the attention exactly, and
+  // only the last SP rank keeps the new tokens (the others skip their
+  // positions). PrefillBlock runs the block prefill. Must outlive the model.
+  Communicator* sp = nullptr;
 };
 
 // Checks a device/dtype pair (the CLI calls it before loading).
@@ -106,6 +114,33 @@ struct ForwardScratch {
   std::vector<int32_t> rope_positions;  // [n]
   std::vector<int32_t> rope_uploaded;   // what rope_device holds
   int64_t rows = 0;
+  // Sequence parallelism:
+  Tensor lse;                    // [n * q_heads] each run's [q_heads, run.n]
+  std::vector<float> sp_out;     // [n, q_dim] attention merged on the host
+  std::vector<float> sp_lse;     // [q_heads, n] likewise
+  std::vector<float> sp_host;    // working memory of merges on a device
+  Tensor block_q, block_attn;    // PrefillBlock: [rows, q_dim] every row's
+  Tensor block_lse;              // [rows * q_heads] per chunk [q_heads, chunk]
+  Tensor part_out, part_lse;     // [chunk, q_dim], [q_heads * chunk]
+  Tensor passing, gathered_passing;  // one packed passing block, every rank's
+  Tensor passing_k, passing_v;   // [kv_heads, slots, head_dim] earlier ranks'
+};
+
+// One rank's share of a sequence-parallel document prefill (Star Attention
+// phase 1 with APB's passing blocks, ALGORITHMS.md section 5).
+struct BlockPrefill {
+  // The document's first tokens, at positions 0.., prefixed to the block;
+  // empty for the first rank or without an anchor.
+  absl::Span<const int32_t> anchor;
+  absl::Span<const int32_t> block;  // this rank's block
+  int64_t block_begin = 0;          // the position of its first token
+  int64_t chunk = 512;              // rows per step (the cache compresses after each)
+  // Slots per KV head and layer each rank passes to the later ranks: the
+  // most recent ones of its compressed cache, at most this many; 0 = its
+  // whole cache.
+  int64_t passing_slots = 0;
+  // Called after each layer with the layers done (progress; may be empty).
+  std::function<void(int)> on_layer;
 };
 
 // MatryoshkaKV, when every cache of a forward call has one projected
@@ -169,6 +204,21 @@ class LlamaModel {
                                   absl::Span<KvCache* const> caches,
                                   ForwardScratch& scratch, float* logits) const;
 
+  // This rank's share of a document prefilled over the SP group (collective
+  // over LoadOptions::sp; every rank calls it with its own block), layer
+  // after layer: each layer runs over the anchor and the whole block, chunk
+  // by chunk (the anchor's queries see the anchor, causally; the block's see
+  // the anchor and, causally, the block as the cache keeps it), then the
+  // ranks all-gather their passing blocks and each block query also attends
+  // over those of the earlier ranks. The attention parts merge exactly by
+  // log-sum-exp. `cache` (empty) ends holding the block only, as the policy
+  // compressed it; the anchor and the passing blocks are dropped. With one
+  // rank (no SP group) it equals Forward of the block in chunks.
+  absl::Status PrefillBlock(const Stream& s, const BlockPrefill& prefill, KvCache& cache,
+                            ForwardScratch& scratch) const;
+  int sp_size() const { return options_.sp ? options_.sp->size() : 1; }
+  int sp_rank() const { return options_.sp ? options_.sp->rank() : 0; }
+
  private:
   LlamaModel(ModelConfig config, LlamaWeights weights, LoadOptions options,
              TpSlice slice);
@@ -200,11 +250,29 @@ class LlamaModel {
   absl::Status AttendRun(const Stream& s, int layer, const int32_t* positions,
                          const CacheRows& run, ForwardScratch& scratch,
                          const FoldedOutput* fold) const;
-  // sc.x[n, hidden] += in . w^T (+ bias): a row-parallel projection (o,
+  // x[n, hidden] += in . w^T (+ bias): a row-parallel projection (o,
   // down), whose per-rank partial outputs are summed over the TP group.
   absl::Status AddRowParallel(const Stream& s, const float* in, int64_t n,
-                              const Tensor& w, const Tensor& bias,
+                              const Tensor& w, const Tensor& bias, float* x,
                               ForwardScratch& sc) const;
+  // The MLP block of rows x[n, hidden] (sc.xn, gate, up hold n rows).
+  absl::Status Mlp(const Stream& s, int layer, float* x, int64_t n, ForwardScratch& sc) const;
+  // Rotates q [n, q_heads, head_dim] and k [n, kv_heads, head_dim] to the
+  // RoPE positions `rope` (host).
+  absl::Status Rotate(const Stream& s, const int32_t* rope, int64_t n, float* q, float* k,
+                      ForwardScratch& sc) const;
+  // The attention arguments every call shares (heads, width, scale).
+  AttentionArgs HeadArgs() const;
+  // Phase 2 of sequence parallelism: merges the attention of rows sc.attn
+  // [n, q_dim] (each run's log-sum-exp in sc.lse) over the SP group.
+  absl::Status MergeOverGroup(const Stream& s, int64_t n, absl::Span<const CacheRows> runs,
+                              ForwardScratch& sc) const;
+  // PrefillBlock's steps for one layer (llama_sp.cc).
+  absl::Status BlockLocalAttention(const Stream& s, int layer, const BlockPrefill& p,
+                                   const int32_t* positions, KvCache& cache,
+                                   KvCache* anchor, ForwardScratch& sc) const;
+  absl::Status BlockPassingAttention(const Stream& s, int layer, const BlockPrefill& p,
+                                     const KvCache& cache, ForwardScratch& sc) const;
   // Replicated KV heads (kv_heads < TP ranks): sums sc.col_sums [1, length]
   // over the ranks sharing this rank's KV head.
   absl::Status ShareColumnSums(const Stream& s, int64_t length,

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "cache/policies.h"
 #include "kernels/status_macros.h"
+#include "runtime/sequence_parallel.h"
 
 namespace kvfold {
 
@@ -84,6 +85,45 @@ absl::Status ValidateEngineOptions(const EngineOptions& options) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateSpOptions(const EngineOptions& options, int sp) {
+  if (sp <= 1) return absl::OkStatus();
+  const CacheConfig& c = options.cache;
+  if (options.sp_anchor < -1 || options.sp_passing_slots < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--sp_anchor (", options.sp_anchor, ") must be >= 0 or -1 (auto) and ",
+        "--sp_passing_slots (", options.sp_passing_slots, ") >= 0"));
+  }
+  if (c.question_aware()) {
+    return absl::UnimplementedError(absl::StrCat(
+        "--sp=", sp, " with a question-aware cache (--question_aware): each rank would need "
+        "the question inside its block; use question-agnostic compression or --sp=1"));
+  }
+  if (options.projection != nullptr) {
+    return absl::UnimplementedError(absl::StrCat(
+        "--sp=", sp, " with MatryoshkaKV projections is not supported; use --sp=1"));
+  }
+  if (c.has_streaming() && c.streaming().reindex_positions()) {
+    return absl::UnimplementedError(absl::StrCat(
+        "--sp=", sp, " needs absolute positions: StreamingLLM's reindex_positions cannot "
+        "be used with sequence parallelism"));
+  }
+  // A passing block comes out of the rank's cache: it cannot hold more.
+  int64_t budget = c.slots();
+  if (c.layer_slots_size() > 0) {
+    budget = *std::min_element(c.layer_slots().begin(), c.layer_slots().end());
+  }
+  if (const LearnedParams l = Learned(options); budget == 0 && l.lococo != nullptr) {
+    budget = l.lococo->slots;  // the compressor's M
+  }
+  if (!c.has_full() && c.policy_case() != CacheConfig::POLICY_NOT_SET &&
+      options.sp_passing_slots > budget) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--sp_passing_slots=", options.sp_passing_slots, " exceeds the cache of ", budget,
+        " slots per layer (--cache_slots) that the passing blocks come from"));
+  }
+  return absl::OkStatus();
+}
+
 LearnedParams Learned(const EngineOptions& options) {
   LearnedParams l;
   if (options.compressor != nullptr) l.lococo = options.compressor->lococo;
@@ -130,14 +170,14 @@ absl::Status Engine::Prefill(absl::Span<const int32_t> tokens,
   const ModelConfig& c = model_.config();
   const int64_t vocab = c.vocab_size;
   if (n == 0) return absl::InvalidArgumentError("prefill: no tokens");
-  KVFOLD_RETURN_IF_ERROR(CheckWindow(cache.tokens_seen() + n));
+  KVFOLD_RETURN_IF_ERROR(CheckWindow(cache.next_position() + n));
   if (logits != nullptr) {
     logits->assign((which == LogitsFor::kAll ? n : 1) * vocab, 0.0f);
   }
   std::vector<int32_t> positions;
   for (int64_t begin = 0; begin < n; begin += options_.prefill_chunk) {
     const int64_t len = std::min(options_.prefill_chunk, n - begin);
-    const int64_t start = cache.tokens_seen();
+    const int64_t start = cache.next_position();
     positions.resize(len);
     std::iota(positions.begin(), positions.end(), static_cast<int32_t>(start));
     const bool last = begin + len == n;
@@ -156,6 +196,42 @@ absl::Status Engine::Prefill(absl::Span<const int32_t> tokens,
     if (on_chunk) on_chunk(begin + len, n);
   }
   return absl::OkStatus();
+}
+
+absl::Status Engine::PrefillDocument(absl::Span<const int32_t> document, KvCache& cache,
+                                     std::vector<float>* logits,
+                                     const std::function<void(int64_t, int64_t)>& on_progress) {
+  const int sp = model_.sp_size();
+  const LogitsFor which = logits != nullptr ? LogitsFor::kLast : LogitsFor::kNone;
+  if (sp == 1) return Prefill(document, which, cache, logits, on_progress);
+  KVFOLD_RETURN_IF_ERROR(ValidateSpOptions(options_, sp));
+  if (cache.tokens_seen() != 0) {
+    return absl::InvalidArgumentError("prefill: a document needs an empty cache");
+  }
+  // The blocks cover the document, or all of it but the last token when its
+  // logits are wanted (that token goes through phase 2 on every rank).
+  const int64_t n = static_cast<int64_t>(document.size());
+  const int64_t split = logits != nullptr ? n - 1 : n;
+  KVFOLD_RETURN_IF_ERROR(CheckWindow(n));
+  const int64_t anchor =
+      options_.sp_anchor >= 0 ? options_.sp_anchor : DefaultAnchorTokens(split, sp);
+  KVFOLD_ASSIGN_OR_RETURN(const SpPlan plan, PlanBlocks(split, sp, anchor));
+  const int rank = model_.sp_rank();
+  const SpBlock& block = plan.blocks[rank];
+  BlockPrefill p;
+  if (rank > 0) p.anchor = document.subspan(0, plan.anchor);
+  p.block = document.subspan(block.begin, block.size());
+  p.block_begin = block.begin;
+  p.chunk = options_.prefill_chunk;
+  p.passing_slots = options_.sp_passing_slots;
+  const int layers = model_.config().num_layers;
+  p.on_layer = [&](int done) {
+    if (on_progress) on_progress(split * done / layers, n);
+  };
+  KVFOLD_RETURN_IF_ERROR(model_.PrefillBlock(stream_, p, cache, scratch_));
+  cache.SkipPositions(split - block.size());
+  if (logits == nullptr) return absl::OkStatus();
+  return Prefill(document.subspan(split), LogitsFor::kLast, cache, logits, on_progress);
 }
 
 absl::Status Engine::PrefillQuestion(absl::Span<const int32_t> question,
@@ -188,7 +264,7 @@ absl::Status Engine::DecodeBatch(absl::Span<const int32_t> tokens,
     if (caches[b] == nullptr) {
       return absl::InvalidArgumentError(absl::StrCat("decode: cache ", b, " is null"));
     }
-    positions[b] = static_cast<int32_t>(caches[b]->tokens_seen());
+    positions[b] = static_cast<int32_t>(caches[b]->next_position());
     KVFOLD_RETURN_IF_ERROR(CheckWindow(positions[b] + 1));
   }
   for (KvCache* cache : caches) cache->SetPhase(CachePhase::kDecode);
@@ -248,8 +324,10 @@ absl::Status Engine::StartAnswer(RequestState& rs, AnswerStream& st) {
     if (rs.document == nullptr) {  // the request's first answer
       KVFOLD_ASSIGN_OR_RETURN(rs.document, NewCache(*rs.config));
       const auto t0 = std::chrono::steady_clock::now();
-      KVFOLD_RETURN_IF_ERROR(Prefill(r.document, LogitsFor::kLast, *rs.document,
-                                     &rs.document_logits, progress));
+      // Logits after the document are sampled only when it is the prompt.
+      KVFOLD_RETURN_IF_ERROR(PrefillDocument(r.document, *rs.document,
+                                             r.questions.empty() ? &rs.document_logits : nullptr,
+                                             progress));
       rs.document_seconds = Seconds(t0);
       rs.document_stats = rs.document->Stats();
     }
@@ -340,6 +418,11 @@ std::vector<absl::StatusOr<std::vector<GenerateResult>>> Engine::AnswerBatch(
     rs.request = &requests[i];
     rs.config = requests[i].cache != nullptr ? requests[i].cache : &options_.cache;
     rs.status = engine_status.ok() ? CheckRequest(requests[i]) : engine_status;
+    if (rs.status.ok() && model_.sp_size() > 1) {
+      EngineOptions o = options_;
+      o.cache = *rs.config;
+      rs.status = ValidateSpOptions(o, model_.sp_size());
+    }
     if (!rs.status.ok()) continue;
     rs.results.resize(std::max<size_t>(1, requests[i].questions.size()));
     for (size_t a = 0; a < rs.results.size(); ++a) waiting.emplace_back(i, a);
@@ -393,7 +476,7 @@ std::vector<absl::StatusOr<std::vector<GenerateResult>>> Engine::AnswerBatch(
     } while (drop_failed());
     if (rows.empty()) break;  // nothing runs, nothing waits
     for (const auto& st : rows) {
-      if (absl::Status s = CheckWindow(st->cache->tokens_seen() + 1); !s.ok()) {
+      if (absl::Status s = CheckWindow(st->cache->next_position() + 1); !s.ok()) {
         fail(*st->request, s);
       }
     }

@@ -38,6 +38,12 @@ struct EngineOptions {
   // Answer streams decoded together in one forward step (AnswerBatch,
   // Answer): the rows of the batch, >= 1.
   int batch = 1;
+  // Sequence parallelism (the model's SP group, LoadOptions::sp): the
+  // anchor prefixed to every block but the first (-1 = DefaultAnchorTokens
+  // of the document) and the passing slots per KV head and layer each rank
+  // shows the later ones (0 = its whole cache; BlockPrefill).
+  int64_t sp_anchor = -1;
+  int64_t sp_passing_slots = 0;
 };
 
 // Checks of option values, shared by the engine and the CLI (which checks
@@ -47,6 +53,10 @@ absl::Status ValidateEngineOptions(const EngineOptions& options);
 // windows vs the prefill chunk, the compressor's model and slots).
 absl::Status ValidateCacheOptions(const EngineOptions& options,
                                   const ModelConfig& model);
+// What sequence parallelism over `sp` ranks cannot do with these options:
+// question-aware policies, MatryoshkaKV projections, re-indexed positions,
+// passing blocks larger than the cache budget.
+absl::Status ValidateSpOptions(const EngineOptions& options, int sp);
 // The learned parameters of options.compressor, for MakeCache.
 LearnedParams Learned(const EngineOptions& options);
 
@@ -113,13 +123,21 @@ class Engine {
   // caller).
   absl::StatusOr<std::unique_ptr<KvCache>> NewCache(const CacheConfig& config) const;
 
-  // Feeds `tokens` (continuing at position cache.tokens_seen()) in chunks of
+  // Feeds `tokens` (continuing at position cache.next_position()) in chunks of
   // prefill_chunk. Logits as `which` says, [1 or tokens.size(), vocab].
   // `on_chunk` (may be empty) gets the tokens fed so far and
   // tokens.size() after each chunk.
   absl::Status Prefill(absl::Span<const int32_t> tokens, LogitsFor which,
                        KvCache& cache, std::vector<float>* logits,
                        const std::function<void(int64_t, int64_t)>& on_chunk = {});
+
+  // Prefills a document into an empty cache, with the logits after its last
+  // token when `logits` is not null. Over an SP group each rank prefills its
+  // block (PrefillBlock); the last token then goes through phase 2 when its
+  // logits are wanted.
+  absl::Status PrefillDocument(absl::Span<const int32_t> document, KvCache& cache,
+                               std::vector<float>* logits,
+                               const std::function<void(int64_t, int64_t)>& on_progress = {});
 
   // Appends `question` to a cache holding a document: uncompressed when
   // question-agnostic (the cache then holds budget + question slots),
@@ -128,11 +146,11 @@ class Engine {
                                LogitsFor which, KvCache& cache,
                                std::vector<float>* logits);
 
-  // One decode step: feeds `token` at position cache.tokens_seen() and
+  // One decode step: feeds `token` at position cache.next_position() and
   // writes the next-token logits [vocab] to `logits`.
   absl::Status Decode(int32_t token, KvCache& cache, std::vector<float>* logits);
   // One decode step of B sequences in one forward: tokens[b] is fed to
-  // caches[b] (distinct) at position caches[b]->tokens_seen(); writes the
+  // caches[b] (distinct) at position caches[b]->next_position(); writes the
   // next-token logits [B, vocab]. Decode is the case B = 1.
   absl::Status DecodeBatch(absl::Span<const int32_t> tokens,
                            absl::Span<KvCache* const> caches,

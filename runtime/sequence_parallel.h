@@ -1,11 +1,8 @@
 // Sequence parallelism (SP, DESIGN.md "Data flow" steps 2-4; ALGORITHMS.md
-// section 5), the parts that need no model:
-// - PlanBlocks: which tokens of a document each rank of an SP group
-//   prefills (contiguous blocks), behind which anchor (the document's first
-//   tokens, prefixed to every block but the first, positions absolute);
-// - MergePartialAttention / MergeAcrossGroup: the exact log-sum-exp merge of
-//   the attention each rank computed over its own cache, so that question
-//   and answer tokens see the union of the ranks' caches.
+// section 5): which tokens of a document each rank of an SP group prefills
+// (contiguous blocks), behind which anchor (the document's first tokens,
+// prefixed to every block but the first, positions absolute). The attention
+// pieces (merge, passing blocks) are in models/sp_attention.h.
 #ifndef KVFOLD_RUNTIME_SEQUENCE_PARALLEL_H_
 #define KVFOLD_RUNTIME_SEQUENCE_PARALLEL_H_
 
@@ -13,8 +10,6 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "kernels/tensor.h"
-#include "parallel/communicator.h"
 
 namespace kvfold {
 
@@ -40,20 +35,6 @@ int64_t DefaultAnchorTokens(int64_t document_tokens, int sp);
 // one token longer). Errors: sp < 1; fewer tokens than ranks; an anchor
 // longer than the shortest block it would be prefixed to, or negative.
 absl::StatusOr<SpPlan> PlanBlocks(int64_t document_tokens, int sp, int64_t anchor);
-
-// Rank h's attention over its own keys gave outs[h] ([rows, dim], row-major)
-// and lses[h] ([rows]: the log-sum-exp of the row's scaled logits; -inf for
-// a rank without keys). Writes the attention over all ranks' keys:
-// out = sum_h exp(lse_h - lse) out_h, lse = log sum_h exp(lse_h). `out` and
-// `lse` may alias outs[0] and lses[0].
-void MergePartialAttention(const std::vector<const float*>& outs,
-                           const std::vector<const float*>& lses, int64_t rows, int64_t dim,
-                           float* out, float* lse);
-
-// The same across the ranks of `sp` (collective): every rank passes its
-// partial `out` [rows, dim] and `lse` [rows] (f32 CPU tensors) and ends with
-// the merged ones in place.
-absl::Status MergeAcrossGroup(Communicator& sp, const TensorView& out, const TensorView& lse);
 
 }  // namespace kvfold
 
