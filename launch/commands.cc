@@ -85,6 +85,8 @@ absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
                   .prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk),
                   .cache = {}};
   o.batch = absl::GetFlag(FLAGS_batch);
+  o.sp_anchor = absl::GetFlag(FLAGS_sp_anchor);
+  o.sp_passing_slots = absl::GetFlag(FLAGS_sp_passing_slots);
   KVFOLD_RETURN_IF_ERROR(AsFlagError(ValidateEngineOptions(o)));
   // --compressor=A[,B]: at most one file per method (a LoCoCo module and
   // MatryoshkaKV projections compose).

@@ -143,6 +143,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> StartModel(Ranks& ranks, absl::Statu
       KVFOLD_ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromFile(dir + "/config.json"));
       // Checked before a possibly large model is read.
       KVFOLD_RETURN_IF_ERROR(ValidateCacheOptions(options, config));
+      KVFOLD_RETURN_IF_ERROR(ValidateSpOptions(options, absl::GetFlag(FLAGS_sp)));
       const std::string documents = absl::GetFlag(FLAGS_documents_file);
       for (size_t i = 0; i < prompts.size(); ++i) {
         const std::string where =
@@ -162,6 +163,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> StartModel(Ranks& ranks, absl::Statu
   KVFOLD_RETURN_IF_ERROR(ranks.AgreeOnStartup(prepared));
   KVFOLD_RETURN_IF_ERROR(ranks.SplitGroups());
   KVFOLD_ASSIGN_OR_RETURN(load.tp, ranks.TpFor(load.device));
+  load.sp = ranks.sp();
   absl::StatusOr<std::unique_ptr<LlamaModel>> model = LlamaModel::Load(dir, load);
   KVFOLD_RETURN_IF_ERROR(ranks.AgreeOnStartup(model.status()));
   KVFOLD_RETURN_IF_ERROR(InjectFault(ranks));
@@ -195,6 +197,11 @@ std::string AnswerLines(const std::vector<GenerateResult>& results, const Prompt
               {"cache_policy", PolicyName(options.cache)},
               {"document_cache", CacheStatsJson(r.document_cache)},
               {"cache", CacheStatsJson(r.cache)}});
+    if (!r.sp_bytes_per_rank.empty()) {
+      int64_t total = 0;
+      for (int64_t b : r.sp_bytes_per_rank) total += b;
+      j["sp_exchange"] = {{"bytes_per_rank", r.sp_bytes_per_rank}, {"bytes", total}};
+    }
     if (tokenizer) j["text"] = tokenizer->Decode(r.tokens, /*skip_special_tokens=*/true);
     out += j.dump() + "\n";
   }

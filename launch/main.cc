@@ -92,8 +92,16 @@ ABSL_FLAG(int32_t, tp, 1,
           "tensor-parallel ranks per model replica (under mpirun; divides the "
           "attention heads and MLP width; KV heads split or replicated)");
 ABSL_FLAG(int32_t, sp, 1,
-          "sequence-parallel ranks (not implemented yet: must be 1); the "
-          "data-parallel degree is world / (tp x sp)");
+          "sequence-parallel ranks per model replica (under mpirun): each "
+          "prefills one block of every document; the data-parallel degree is "
+          "world / (tp x sp)");
+ABSL_FLAG(int64_t, sp_anchor, -1,
+          "--sp > 1: the document's first tokens prefixed to every block but "
+          "the first (-1 = a quarter of a block, at most 4096; 0 = none)");
+ABSL_FLAG(int64_t, sp_passing_slots, 0,
+          "--sp > 1: slots per layer and KV head each rank passes to the later "
+          "ranks, the most recent of its compressed cache (0 = its whole cache; "
+          "at most --cache_slots)");
 ABSL_FLAG(double, collective_timeout, 120,
           "seconds a rank waits in one collective before the job fails");
 ABSL_FLAG(double, job_timeout, 86400,

@@ -56,8 +56,9 @@ absl::StatusOr<std::unique_ptr<Ranks>> Ranks::Start() {
 
 Ranks::~Ranks() {
   tp_device_.reset();
-  tp_jobs_.reset();
-  tp_watch_.reset();
+  replica_watch_.reset();
+  replica_jobs_.reset();
+  sp_.reset();
   tp_.reset();
   watch_.reset();
   results_.reset();
@@ -78,10 +79,6 @@ absl::Status Ranks::PlanMesh(const ModelConfig& c) {
   KVFOLD_ASSIGN_OR_RETURN(
       Mesh mesh, Mesh::Create(size(), rank(), {.tp = tp, .sp = sp},
                               {int(c.num_heads), int(c.num_kv_heads), c.intermediate_size}));
-  if (sp > 1) {
-    return absl::UnimplementedError(
-        absl::StrCat("--sp=", sp, ": sequence parallelism is not implemented yet; use --sp=1"));
-  }
   mesh_ = std::make_unique<Mesh>(mesh);
   return absl::OkStatus();
 }
@@ -91,33 +88,42 @@ absl::Status Ranks::SplitGroups() {
   const int color = rank() / mesh_->tp_size();
   KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> tp,
                           world_->Split(color, mesh_->tp_rank()));
-  KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> jobs,
-                          results().Split(color, mesh_->tp_rank()));
-  KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> watch,
-                          watch().Split(color, mesh_->tp_rank()));
   tp_ = Counted(std::move(tp));
-  tp_jobs_ = Counted(std::move(jobs));
-  tp_watch_ = Counted(std::move(watch));
+  // SP groups: the ranks of one (replica, TP rank), ordered by SP rank.
+  KVFOLD_ASSIGN_OR_RETURN(
+      std::unique_ptr<Communicator> sp,
+      world_->Split(mesh_->dp_rank() * mesh_->tp_size() + mesh_->tp_rank(), mesh_->sp_rank()));
+  sp_ = Counted(std::move(sp));
+  // The replica (SP x TP ranks), for the work its leader shares out.
+  const int replica = rank() % (mesh_->sp_size() * mesh_->tp_size());
+  KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> jobs,
+                          results().Split(mesh_->dp_rank(), replica));
+  KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<Communicator> watch,
+                          watch().Split(mesh_->dp_rank(), replica));
+  replica_jobs_ = Counted(std::move(jobs));
+  replica_watch_ = Counted(std::move(watch));
   return absl::OkStatus();
 }
 
 absl::Status Ranks::SyncReplica() {
   // One replica: nobody waits on other replicas, and a partner that stopped
   // shows at the first collective of the document, within its timeout.
-  if (dp_size() == 1 || tp_jobs_ == nullptr || tp_jobs_->size() == 1) return absl::OkStatus();
-  return tp_jobs_->Barrier();
+  if (dp_size() == 1 || replica_jobs_ == nullptr || replica_jobs_->size() == 1) {
+    return absl::OkStatus();
+  }
+  return replica_jobs_->Barrier();
 }
 
 absl::Status Ranks::ShareWithReplica(std::string* text) {
-  if (tp_watch_ == nullptr || tp_watch_->size() == 1) return absl::OkStatus();
-  return BroadcastText(*tp_watch_, text, 0);
+  if (replica_watch_ == nullptr || replica_watch_->size() == 1) return absl::OkStatus();
+  return BroadcastText(*replica_watch_, text, 0);
 }
 
 int64_t Ranks::BytesExchanged() const {
   int64_t bytes = 0;
   for (const CountingCommunicator* c :
-       {owned_world_.get(), results_.get(), watch_.get(), tp_.get(), tp_jobs_.get(),
-        tp_watch_.get(), tp_device_.get()}) {
+       {owned_world_.get(), results_.get(), watch_.get(), tp_.get(), sp_.get(),
+        replica_jobs_.get(), replica_watch_.get(), tp_device_.get()}) {
     if (c != nullptr) bytes += c->Total().bytes;
   }
   return bytes;
@@ -125,8 +131,8 @@ int64_t Ranks::BytesExchanged() const {
 
 absl::Status Ranks::CommunicationFailure() const {
   for (const CountingCommunicator* c :
-       {owned_world_.get(), results_.get(), watch_.get(), tp_.get(), tp_jobs_.get(),
-        tp_watch_.get(), tp_device_.get()}) {
+       {owned_world_.get(), results_.get(), watch_.get(), tp_.get(), sp_.get(),
+        replica_jobs_.get(), replica_watch_.get(), tp_device_.get()}) {
     if (c != nullptr && !c->failure().ok()) return c->failure();
   }
   return absl::OkStatus();

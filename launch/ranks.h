@@ -1,6 +1,6 @@
 // The ranks of a kvfold job. Under mpirun every process is one rank of an MPI
 // world; run directly it is a world of one. --tp and --sp lay the world out
-// as a Mesh (DP x SP x TP) and give each rank its TP group; the data-parallel
+// as a Mesh (DP x SP x TP) and give each rank its TP and SP groups; the data-parallel
 // replicas share out the documents and world rank 0 writes every result.
 //
 // Failure rules (what a user sees):
@@ -56,10 +56,10 @@ class Ranks {
   // Lays out the mesh from --tp and --sp for `config` (local checks only;
   // every rank reaches the same verdict).
   absl::Status PlanMesh(const ModelConfig& config);
-  // Splits the world into the planned TP groups (collective; after
-  // AgreeOnStartup, so no rank is missing).
+  // Splits the world into the planned TP and SP groups and replicas
+  // (collective; after AgreeOnStartup, so no rank is missing).
   absl::Status SplitGroups();
-  // Meets the rest of this rank's TP group with the --job_timeout before
+  // Meets the rest of this rank's replica with the --job_timeout before
   // each document when there are several replicas, so ranks whose partner
   // (the writer) is waiting for other replicas' results do not run into the
   // short collective timeout. Nothing to do with one replica.
@@ -71,13 +71,16 @@ class Ranks {
   // an NCCL communicator bootstrapped over tp() (collective over the TP
   // group; builds with --config=cuda only). Null for TP = 1.
   absl::StatusOr<Communicator*> TpFor(const Device& device);
+  // The SP group (the replica's ranks at this rank's TP position), or null
+  // for SP = 1. Its collectives run on host memory (MPI) on every device.
+  Communicator* sp() { return mesh_ && mesh_->sp_size() > 1 ? sp_.get() : nullptr; }
   int dp_size() const { return mesh_ ? mesh_->dp_size() : 1; }
   int dp_rank() const { return mesh_ ? mesh_->dp_rank() : 0; }
   // World rank of the first rank (TP 0, SP 0) of replica `dp`: the one that
   // sends the replica's results to the writer.
   int ReplicaLeader(int dp) const;
   bool replica_leader() const { return ReplicaLeader(dp_rank()) == rank(); }
-  // Collective over this rank's replica (its TP group), with the
+  // Collective over this rank's replica (its SP x TP ranks), with the
   // silence_limit() (the leader gets `text` from the writer, which answers
   // between its own steps): every rank ends with its leader's `text`.
   absl::Status ShareWithReplica(std::string* text);
@@ -111,8 +114,11 @@ class Ranks {
   std::unique_ptr<Mesh> mesh_;
   std::unique_ptr<CountingCommunicator> tp_;
   std::unique_ptr<CountingCommunicator> tp_device_;  // NCCL over tp_
-  std::unique_ptr<CountingCommunicator> tp_jobs_;    // tp_ with the --job_timeout
-  std::unique_ptr<CountingCommunicator> tp_watch_;   // tp_ with the silence_limit()
+  std::unique_ptr<CountingCommunicator> sp_;
+  // The replica's ranks (SP x TP) with the --job_timeout, and with the
+  // silence_limit().
+  std::unique_ptr<CountingCommunicator> replica_jobs_;
+  std::unique_ptr<CountingCommunicator> replica_watch_;
   bool reported_ = false;
 };
 

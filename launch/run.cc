@@ -168,6 +168,7 @@ ReadyJob MakeReady(const Setup& s, const JobLine& j) {
     EngineOptions o = s.options;
     o.cache = r.cache;
     KVFOLD_RETURN_IF_ERROR(ValidateCacheOptions(o, s.config));
+    KVFOLD_RETURN_IF_ERROR(ValidateSpOptions(o, absl::GetFlag(FLAGS_sp)));
     if (!HasText(j.job)) {
       r.prompt.document.assign(j.job.document_ids().begin(), j.job.document_ids().end());
       for (const TokenIds& q : j.job.question_ids()) {
@@ -251,7 +252,13 @@ std::string ResultLine(const Setup& s, const ReadyJob& r, const std::vector<Gene
                                         {"bytes", doc.bytes},
                                         {"peak_bytes", peak_bytes}};
   const int64_t tokens_in = document_tokens + question_tokens;
-  return nlohmann::ordered_json{
+  // Sequence parallelism: what each SP rank put into the group's collectives.
+  std::vector<int64_t> sp_bytes;
+  for (const GenerateResult& g : results) {
+    sp_bytes.resize(g.sp_bytes_per_rank.size());
+    for (size_t i = 0; i < sp_bytes.size(); ++i) sp_bytes[i] += g.sp_bytes_per_rank[i];
+  }
+  nlohmann::ordered_json line{
       {"id", r.job->id},
       {"answers", std::move(answers)},
       {"document_tokens", document_tokens},
@@ -265,8 +272,13 @@ std::string ResultLine(const Setup& s, const ReadyJob& r, const std::vector<Gene
         {"wall_seconds", wall},
         {"tokens_per_s", wall > 0 ? (tokens_in + tokens_out) / wall : 0.0},
         {"decode_tokens_per_s", decode > 0 ? tokens_out / decode : 0.0}}},
-      {"replica", replica}}
-      .dump();
+      {"replica", replica}};
+  if (!sp_bytes.empty()) {
+    int64_t total = 0;
+    for (int64_t b : sp_bytes) total += b;
+    line["sp_exchange"] = {{"bytes_per_rank", sp_bytes}, {"bytes", total}};
+  }
+  return line.dump();
 }
 
 // A sign of life ('H') sent to `peers` on `tag`, at most four times per

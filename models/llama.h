@@ -124,6 +124,7 @@ struct ForwardScratch {
   Tensor part_out, part_lse;     // [chunk, q_dim], [q_heads * chunk]
   Tensor passing, gathered_passing;  // one packed passing block, every rank's
   Tensor passing_k, passing_v;   // [kv_heads, slots, head_dim] earlier ranks'
+  int64_t sp_bytes = 0;  // payload this rank has put into SP collectives (grows)
 };
 
 // One rank's share of a sequence-parallel document prefill (Star Attention
@@ -216,6 +217,7 @@ class LlamaModel {
   // rank (no SP group) it equals Forward of the block in chunks.
   absl::Status PrefillBlock(const Stream& s, const BlockPrefill& prefill, KvCache& cache,
                             ForwardScratch& scratch) const;
+  Communicator* sp_group() const { return options_.sp; }
   int sp_size() const { return options_.sp ? options_.sp->size() : 1; }
   int sp_rank() const { return options_.sp ? options_.sp->rank() : 0; }
 

@@ -52,6 +52,7 @@ absl::Status LlamaModel::MergeOverGroup(const Stream& s, int64_t n,
     out = sc.sp_out.data();
   }
   KVFOLD_RETURN_IF_ERROR(MergeAcrossGroup(*options_.sp, out, sc.sp_lse.data(), n, heads, d));
+  sc.sp_bytes += (values + n * heads) * int64_t(sizeof(float));
   if (out == sc.attn.as<float>()) return absl::OkStatus();
   return CopyToDevice(s, sc.attn.data(), out, values * sizeof(float));
 }
@@ -218,6 +219,7 @@ absl::Status LlamaModel::BlockPassingAttention(const Stream& s, int layer,
     KVFOLD_RETURN_IF_ERROR(
         group.AllReduce(TensorView{&longest, DType::kF32, Device::Cpu(), {1}}, ReduceOp::kMax));
     slots = int64_t(longest);
+    sc.sp_bytes += sizeof(float);
   }
   const int64_t floats = PassingBlockFloats(kv_heads, slots, dim);
   KVFOLD_RETURN_IF_ERROR(Grow(sc.passing, floats, s.device));
@@ -237,6 +239,7 @@ absl::Status LlamaModel::BlockPassingAttention(const Stream& s, int layer,
     KVFOLD_RETURN_IF_ERROR(
         CopyToDevice(s, sc.gathered_passing.data(), all.data(), all.size() * 4));
   }
+  sc.sp_bytes += floats * int64_t(sizeof(float));
   if (rank == 0) return absl::OkStatus();  // the first block sees no earlier one
   const int64_t capacity = rank * slots;
   KVFOLD_RETURN_IF_ERROR(Grow(sc.passing_k, kv_heads * capacity * dim, s.device));

@@ -95,7 +95,7 @@ absl::Status ValidateSpOptions(const EngineOptions& options, int sp) {
   }
   if (c.question_aware()) {
     return absl::UnimplementedError(absl::StrCat(
-        "--sp=", sp, " with a question-aware cache (--question_aware): each rank would need "
+        "--sp=", sp, " with a question-aware cache (--question_mode=aware): each rank would need "
         "the question inside its block; use question-agnostic compression or --sp=1"));
   }
   if (options.projection != nullptr) {
@@ -213,6 +213,12 @@ absl::Status Engine::PrefillDocument(absl::Span<const int32_t> document, KvCache
   const int64_t n = static_cast<int64_t>(document.size());
   const int64_t split = logits != nullptr ? n - 1 : n;
   KVFOLD_RETURN_IF_ERROR(CheckWindow(n));
+  if (split < sp) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--sp=", sp, " needs a document of at least ", sp + (split < n ? 1 : 0), " tokens (one ",
+        "block per rank", split < n ? ", and the last token, which every rank feeds" : "",
+        "); this one has ", n));
+  }
   const int64_t anchor =
       options_.sp_anchor >= 0 ? options_.sp_anchor : DefaultAnchorTokens(split, sp);
   KVFOLD_ASSIGN_OR_RETURN(const SpPlan plan, PlanBlocks(split, sp, anchor));
@@ -299,6 +305,8 @@ struct Engine::RequestState {
   std::vector<float> document_logits;  // [vocab] after the document
   CacheStats document_stats;
   double document_seconds = 0;
+  int64_t document_sp_bytes = 0;  // the document prefill's SP payload here
+  std::vector<int64_t> sp_bytes;  // per answer: this rank's SP payload
 };
 
 struct Engine::AnswerStream {
@@ -309,6 +317,7 @@ struct Engine::AnswerStream {
   std::mt19937_64 rng;        // seeded as every answer is, so batching
                               // does not change what is sampled
   GenerateResult result;
+  int64_t sp_bytes = 0;       // this rank's SP payload for its own steps
 };
 
 absl::Status Engine::StartAnswer(RequestState& rs, AnswerStream& st) {
@@ -324,11 +333,13 @@ absl::Status Engine::StartAnswer(RequestState& rs, AnswerStream& st) {
     if (rs.document == nullptr) {  // the request's first answer
       KVFOLD_ASSIGN_OR_RETURN(rs.document, NewCache(*rs.config));
       const auto t0 = std::chrono::steady_clock::now();
+      const int64_t sent = scratch_.sp_bytes;
       // Logits after the document are sampled only when it is the prompt.
       KVFOLD_RETURN_IF_ERROR(PrefillDocument(r.document, *rs.document,
                                              r.questions.empty() ? &rs.document_logits : nullptr,
                                              progress));
       rs.document_seconds = Seconds(t0);
+      rs.document_sp_bytes = scratch_.sp_bytes - sent;
       rs.document_stats = rs.document->Stats();
     }
     res.document_cache = rs.document_stats;
@@ -361,8 +372,10 @@ absl::Status Engine::StartAnswer(RequestState& rs, AnswerStream& st) {
     progress(n, n);
   } else {
     st.cache = rs.document->Clone();
+    const int64_t sent = scratch_.sp_bytes;
     KVFOLD_RETURN_IF_ERROR(
         PrefillQuestion(question, /*aware=*/false, LogitsFor::kLast, *st.cache, &st.logits));
+    st.sp_bytes += scratch_.sp_bytes - sent;
     if (st.answer + 1 == r.questions.size()) {  // every question has its copy
       rs.document.reset();
       rs.document_logits = {};
@@ -435,7 +448,11 @@ std::vector<absl::StatusOr<std::vector<GenerateResult>>> Engine::AnswerBatch(
   };
   auto finish = [](AnswerStream& st) {
     st.result.cache = st.cache->Stats();
-    st.request->results[st.answer] = std::move(st.result);
+    RequestState& rs = *st.request;
+    rs.sp_bytes.resize(rs.results.size());
+    // The document's prefill counts in its first answer.
+    rs.sp_bytes[st.answer] = (st.answer == 0 ? rs.document_sp_bytes : 0) + st.sp_bytes;
+    rs.results[st.answer] = std::move(st.result);
   };
   // Rows of failed requests leave; returns whether any did.
   auto drop_failed = [&rows] {
@@ -488,10 +505,13 @@ std::vector<absl::StatusOr<std::vector<GenerateResult>>> Engine::AnswerBatch(
       caches.push_back(st->cache.get());
     }
     const auto t0 = std::chrono::steady_clock::now();
+    const int64_t sent = scratch_.sp_bytes;
     if (absl::Status s = DecodeBatch(tokens, caches, &logits); !s.ok()) {
       for (const auto& st : rows) fail(*st->request, s);
       continue;
     }
+    // Every row puts the same payload into the step's merges.
+    for (const auto& st : rows) st->sp_bytes += (scratch_.sp_bytes - sent) / int64_t(rows.size());
     std::vector<bool> more(rows.size());
     const int64_t vocab = model_.config().vocab_size;
     for (size_t b = 0; b < rows.size(); ++b) {
@@ -507,6 +527,7 @@ std::vector<absl::StatusOr<std::vector<GenerateResult>>> Engine::AnswerBatch(
     }
     rows.erase(std::remove(rows.begin(), rows.end(), nullptr), rows.end());
   }
+  ShareSpBytes(states);
   std::vector<absl::StatusOr<std::vector<GenerateResult>>> out;
   out.reserve(states.size());
   for (RequestState& rs : states) {
@@ -517,6 +538,37 @@ std::vector<absl::StatusOr<std::vector<GenerateResult>>> Engine::AnswerBatch(
     }
   }
   return out;
+}
+
+void Engine::ShareSpBytes(std::vector<RequestState>& states) {
+  Communicator* group = model_.sp_group();
+  if (group == nullptr || group->size() == 1) return;
+  // Every rank of the group ran the same requests in step: one all-gather
+  // of a value per answer (0 where one failed) gives each rank's payload.
+  std::vector<int64_t> mine;
+  for (const RequestState& rs : states) {
+    for (size_t a = 0; a < rs.results.size(); ++a) {
+      mine.push_back(rs.status.ok() && a < rs.sp_bytes.size() ? rs.sp_bytes[a] : 0);
+    }
+  }
+  const int64_t n = int64_t(mine.size()), ranks = group->size();
+  if (n == 0) return;
+  std::vector<int64_t> all(n * ranks);
+  // An all-gather only copies: each int64 travels as two int32.
+  const absl::Status s = group->AllGather(
+      TensorView{mine.data(), DType::kI32, Device::Cpu(), {2 * n}},
+      TensorView{all.data(), DType::kI32, Device::Cpu(), {2 * n * ranks}});
+  int64_t k = 0;
+  for (RequestState& rs : states) {
+    for (GenerateResult& r : rs.results) {
+      if (!s.ok()) {
+        if (rs.status.ok()) rs.status = s;
+      } else {
+        for (int64_t g = 0; g < ranks; ++g) r.sp_bytes_per_rank.push_back(all[g * n + k]);
+      }
+      ++k;
+    }
+  }
 }
 
 absl::StatusOr<ScoreResult> Engine::Score(absl::Span<const int32_t> tokens) {

@@ -88,6 +88,11 @@ struct GenerateResult {
   double decode_seconds = 0;
   CacheStats document_cache;  // after the document's prefill
   CacheStats cache;           // at the end
+  // Sequence parallelism: payload bytes each SP rank put into the group's
+  // collectives for this answer: its share of the merges of its question
+  // and decode steps, plus, in a document's first answer, the document's
+  // prefill (passing blocks). Empty without SP.
+  std::vector<int64_t> sp_bytes_per_rank;
 };
 
 // One document with its questions, for AnswerBatch.
@@ -200,6 +205,9 @@ class Engine {
   // Samples the stream's next token from `logits`; false when the stream
   // is done (eos or max_new_tokens) and needs no further step.
   bool NextToken(AnswerStream& stream, const float* logits) const;
+  // Sequence parallelism: fills every result's sp_bytes_per_rank
+  // (collective over the SP group).
+  void ShareSpBytes(std::vector<RequestState>& states);
 
   const LlamaModel& model_;
   EngineOptions options_;

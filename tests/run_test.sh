@@ -151,6 +151,22 @@ mpi 2 "$KVFOLD" run --model=$MODEL --input="$jobs" --output="$tmp/tp.jsonl" --tp
   { fail "mpirun -np 2 run --tp=2"; cat "$tmp/stderr"; }
 answers "$tmp/tp.jsonl" >"$tmp/tp.txt"
 cmp -s "$tmp/one.txt" "$tmp/tp.txt" && ok "TP 2: answers = 1 rank" || { fail "TP differs"; diff "$tmp/one.txt" "$tmp/tp.txt"; }
+# Two replicas of two SP ranks: without an anchor, the Full policy's answers
+# are one rank's (the compressed job's differ: each rank compresses its block).
+mpi 4 "$KVFOLD" run --model=$MODEL --input="$jobs" --output="$tmp/sp.jsonl" --sp=2 --sp_anchor=0 \
+  2>"$tmp/stderr" || { fail "mpirun -np 4 run --sp=2"; cat "$tmp/stderr"; }
+answers "$tmp/sp.jsonl" | grep -v '^compressed' >"$tmp/sp.txt"
+grep -v '^compressed' "$tmp/one.txt" | cmp -s - "$tmp/sp.txt" && ok "DP 2 x SP 2: answers = 1 rank" ||
+  { fail "SP differs"; grep -v '^compressed' "$tmp/one.txt" | diff - "$tmp/sp.txt"; }
+python3 -c '
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+done = [l for l in lines if "answers" in l]
+assert done and all(len(l["sp_exchange"]["bytes_per_rank"]) == 2 for l in done), lines[0]
+s = json.load(open(sys.argv[1] + ".summary.json"))
+assert s["mesh"]["sp"] == 2 and s["mesh"]["dp"] == 2, s["mesh"]
+' "$tmp/sp.jsonl" && ok "SP 2: exchange bytes per rank in every result, mesh in the summary" ||
+  fail "SP result lines or summary"
 
 # A rank that dies: the job ends non-zero (no hang); a rerun completes it.
 start=$(date +%s)
