@@ -97,7 +97,8 @@ ABSL_FLAG(int32_t, sp, 1,
           "world / (tp x sp)");
 ABSL_FLAG(int64_t, sp_anchor, -1,
           "--sp > 1: the document's first tokens prefixed to every block but "
-          "the first (-1 = a quarter of a block, at most 4096; 0 = none)");
+          "the first (-1 = a quarter of a block, at most 4096 and at most "
+          "--cache_slots; 0 = none)");
 ABSL_FLAG(int64_t, sp_passing_slots, 0,
           "--sp > 1: slots per layer and KV head each rank passes to the later "
           "ranks, the most recent of its compressed cache (0 = its whole cache; "
@@ -146,6 +147,9 @@ constexpr char kUsage[] =
     "            under mpirun -np T: tensor-parallel traffic per step, the\n"
     "            share of time in collectives, and planned all-reduce volume\n"
     "            per token of Llama-3.1-8B/70B at T = 2/4/8 (JSON)\n"
+    "  bench_sp  [--sp_doc_lengths --bench_model --cache=...] under mpirun\n"
+    "            -np S: sequence-parallel prefill per rank (block, CPU and\n"
+    "            wall seconds, bytes exchanged) for 32K-256K-token documents\n"
     "  bench_cache  [--cache=... --doc_lengths=4096,...]  memory and speed\n"
     "            of a compressed cache vs document length (random model)\n"
     "  bench_gpu [--gpu_shapes --gpu_doc_lengths]  CUDA prefill/decode vs the\n"
@@ -194,6 +198,7 @@ int main(int argc, char** argv) {
       {"bench", alone(kvfold::RunBench)},
       {"bench_cache", alone(kvfold::RunBenchCache)},
       {"bench_gpu", alone(kvfold::RunBenchGpu)},
+      {"bench_sp", kvfold::RunBenchSp},
       {"bench_tp", kvfold::RunBenchTp},
       {"bench_tokenizer", alone(kvfold::RunBenchTokenizer)},
       {"calibrate", kvfold::RunCalibrate},

@@ -85,6 +85,30 @@ absl::Status ValidateEngineOptions(const EngineOptions& options) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// The smallest per-layer budget of a compressing policy; 0 for Full.
+int64_t CacheBudget(const EngineOptions& options) {
+  const CacheConfig& c = options.cache;
+  if (c.has_full() || c.policy_case() == CacheConfig::POLICY_NOT_SET) return 0;
+  int64_t budget = c.slots();
+  if (c.layer_slots_size() > 0) {
+    budget = *std::min_element(c.layer_slots().begin(), c.layer_slots().end());
+  }
+  if (const LearnedParams l = Learned(options); budget == 0 && l.lococo != nullptr) {
+    budget = l.lococo->slots;  // the compressor's M
+  }
+  return budget;
+}
+
+}  // namespace
+
+int64_t SpAnchorTokens(const EngineOptions& options, int64_t tokens, int sp) {
+  if (options.sp_anchor >= 0) return options.sp_anchor;
+  const int64_t anchor = DefaultAnchorTokens(tokens, sp), budget = CacheBudget(options);
+  return budget > 0 ? std::min(anchor, budget) : anchor;
+}
+
 absl::Status ValidateSpOptions(const EngineOptions& options, int sp) {
   if (sp <= 1) return absl::OkStatus();
   const CacheConfig& c = options.cache;
@@ -108,15 +132,8 @@ absl::Status ValidateSpOptions(const EngineOptions& options, int sp) {
         "be used with sequence parallelism"));
   }
   // A passing block comes out of the rank's cache: it cannot hold more.
-  int64_t budget = c.slots();
-  if (c.layer_slots_size() > 0) {
-    budget = *std::min_element(c.layer_slots().begin(), c.layer_slots().end());
-  }
-  if (const LearnedParams l = Learned(options); budget == 0 && l.lococo != nullptr) {
-    budget = l.lococo->slots;  // the compressor's M
-  }
-  if (!c.has_full() && c.policy_case() != CacheConfig::POLICY_NOT_SET &&
-      options.sp_passing_slots > budget) {
+  const int64_t budget = CacheBudget(options);
+  if (budget > 0 && options.sp_passing_slots > budget) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--sp_passing_slots=", options.sp_passing_slots, " exceeds the cache of ", budget,
         " slots per layer (--cache_slots) that the passing blocks come from"));
@@ -219,9 +236,8 @@ absl::Status Engine::PrefillDocument(absl::Span<const int32_t> document, KvCache
         "block per rank", split < n ? ", and the last token, which every rank feeds" : "",
         "); this one has ", n));
   }
-  const int64_t anchor =
-      options_.sp_anchor >= 0 ? options_.sp_anchor : DefaultAnchorTokens(split, sp);
-  KVFOLD_ASSIGN_OR_RETURN(const SpPlan plan, PlanBlocks(split, sp, anchor));
+  KVFOLD_ASSIGN_OR_RETURN(const SpPlan plan,
+                          PlanBlocks(split, sp, SpAnchorTokens(options_, split, sp)));
   const int rank = model_.sp_rank();
   const SpBlock& block = plan.blocks[rank];
   BlockPrefill p;

@@ -57,6 +57,11 @@ absl::Status ValidateCacheOptions(const EngineOptions& options,
 // question-aware policies, MatryoshkaKV projections, re-indexed positions,
 // passing blocks larger than the cache budget.
 absl::Status ValidateSpOptions(const EngineOptions& options, int sp);
+// The anchor of a document of `tokens` split over `sp` ranks:
+// options.sp_anchor, or when that is -1 DefaultAnchorTokens capped at the
+// cache budget (every block query attends over the whole anchor, so a longer
+// one would cost more than the compressed cache it sits beside).
+int64_t SpAnchorTokens(const EngineOptions& options, int64_t tokens, int sp);
 // The learned parameters of options.compressor, for MakeCache.
 LearnedParams Learned(const EngineOptions& options);
 

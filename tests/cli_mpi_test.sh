@@ -61,6 +61,16 @@ for x in a:
     assert len(ex["bytes_per_rank"]) == 2 and ex["bytes"] == sum(ex["bytes_per_rank"]) > 0, ex
 print("ok: SP=2 h2o: deterministic;", [x["sp_exchange"] for x in a])
 PY
+# bench_sp: per-rank blocks cover the document; bytes are counted.
+mpi 2 "$KVFOLD" bench_sp --sp_doc_lengths=600 --bench_layers=2 --cache=h2o --cache_slots=64 \
+  --prefill_chunk=128 --threads=1 >"$T/bsp" || fail "bench_sp"
+python3 - "$T/bsp" <<'PY' || fail "bench_sp JSON"
+import json, sys
+j = json.loads(open(sys.argv[1]).readline())
+assert j["sp"] == 2 and len(j["ranks"]) == 2 and j["bytes_exchanged"] > 0, j
+assert sum(r["block_tokens"] for r in j["ranks"]) == 600 and j["anchor_tokens"] == 64, j
+print("ok: bench_sp SP=2:", j["bytes_exchanged"], "bytes, anchor", j["anchor_tokens"])
+PY
 # A document too short for the ranks fails with a clear message.
 mpi 2 "$KVFOLD" generate --model=tests/golden/llama3_f32 --ids=5,6 --sp=2 --threads=1 \
   >"$T/out" 2>"$T/err"
