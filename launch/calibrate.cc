@@ -234,9 +234,10 @@ absl::Status RunCalibrate(Ranks& ranks) {
   KVFOLD_ASSIGN_OR_RETURN(
       std::unique_ptr<LlamaModel> model,
       StartModel(ranks, prepared, options, prompts, tokenizer ? &*tokenizer : nullptr));
-  if (ranks.dp_size() > 1) {
+  if (ranks.dp_size() > 1 || ranks.sp() != nullptr) {
     return absl::InvalidArgumentError(
-        "calibrate runs on one tensor-parallel group: --tp must equal the number of ranks");
+        "calibrate runs on one tensor-parallel group (documents are not split): --tp must "
+        "equal the number of ranks and --sp be 1");
   }
   const ModelConfig& c = model->config();
   const int64_t d = c.head_dim;

@@ -232,7 +232,9 @@ std::unique_ptr<KvCache> Union(const KvCache& mine, int64_t document) {
         std::copy_n(src + h * d, h * d, val.data() + j * h * d);
         pos[j] = int32_t(src[2 * h * d]);
       }
-      if (n > 0) EXPECT_TRUE(all->Append(l, k.data(), val.data(), pos.data(), n).ok());
+      if (n > 0) {
+        EXPECT_TRUE(all->Append(l, k.data(), val.data(), pos.data(), n).ok());
+      }
     }
   }
   all->SkipPositions(document - all->tokens_seen());
