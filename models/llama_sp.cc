@@ -17,18 +17,8 @@
 
 namespace kvfold {
 
+using llama_internal::Ensure;
 using llama_internal::Linear;
-
-namespace {
-
-absl::Status Grow(Tensor& t, int64_t elements, Device device) {
-  if (t.empty() || t.numel() < elements) {
-    KVFOLD_ASSIGN_OR_RETURN(t, Tensor::Allocate({elements}, DType::kF32, device));
-  }
-  return absl::OkStatus();
-}
-
-}  // namespace
 
 absl::Status LlamaModel::MergeOverGroup(const Stream& s, int64_t n,
                                         absl::Span<const CacheRows> runs,
@@ -104,18 +94,18 @@ absl::Status LlamaModel::PrefillBlock(const Stream& s, const BlockPrefill& p, Kv
   const Device d = s.device;
   const int64_t h = c.hidden_size, m = std::min(p.chunk, n);
   const int64_t q_dim = slice_.q_heads * c.head_dim, kv_dim = slice_.kv_heads * c.head_dim;
-  KVFOLD_RETURN_IF_ERROR(Grow(sc.x, n * h, d));
-  KVFOLD_RETURN_IF_ERROR(Grow(sc.xn, m * h, d));
-  KVFOLD_RETURN_IF_ERROR(Grow(sc.k, m * kv_dim, d));
-  KVFOLD_RETURN_IF_ERROR(Grow(sc.v, m * kv_dim, d));
-  KVFOLD_RETURN_IF_ERROR(Grow(sc.gate, m * slice_.inter, d));
-  KVFOLD_RETURN_IF_ERROR(Grow(sc.up, m * slice_.inter, d));
-  if (options_.tp != nullptr) KVFOLD_RETURN_IF_ERROR(Grow(sc.partial, m * h, d));
-  KVFOLD_RETURN_IF_ERROR(Grow(sc.block_q, n * q_dim, d));
-  KVFOLD_RETURN_IF_ERROR(Grow(sc.block_attn, n * q_dim, d));
-  KVFOLD_RETURN_IF_ERROR(Grow(sc.block_lse, n * slice_.q_heads, d));
-  KVFOLD_RETURN_IF_ERROR(Grow(sc.part_out, m * q_dim, d));
-  KVFOLD_RETURN_IF_ERROR(Grow(sc.part_lse, m * slice_.q_heads, d));
+  KVFOLD_RETURN_IF_ERROR(Ensure(sc.x, {n * h}, d));
+  KVFOLD_RETURN_IF_ERROR(Ensure(sc.xn, {m * h}, d));
+  KVFOLD_RETURN_IF_ERROR(Ensure(sc.k, {m * kv_dim}, d));
+  KVFOLD_RETURN_IF_ERROR(Ensure(sc.v, {m * kv_dim}, d));
+  KVFOLD_RETURN_IF_ERROR(Ensure(sc.gate, {m * slice_.inter}, d));
+  KVFOLD_RETURN_IF_ERROR(Ensure(sc.up, {m * slice_.inter}, d));
+  if (options_.tp != nullptr) KVFOLD_RETURN_IF_ERROR(Ensure(sc.partial, {m * h}, d));
+  KVFOLD_RETURN_IF_ERROR(Ensure(sc.block_q, {n * q_dim}, d));
+  KVFOLD_RETURN_IF_ERROR(Ensure(sc.block_attn, {n * q_dim}, d));
+  KVFOLD_RETURN_IF_ERROR(Ensure(sc.block_lse, {n * slice_.q_heads}, d));
+  KVFOLD_RETURN_IF_ERROR(Ensure(sc.part_out, {m * q_dim}, d));
+  KVFOLD_RETURN_IF_ERROR(Ensure(sc.part_lse, {m * slice_.q_heads}, d));
 
   // The anchor's keys and values, per layer, while the prefill runs.
   std::unique_ptr<FullKvCache> anchor;
@@ -173,7 +163,7 @@ absl::Status LlamaModel::BlockLocalAttention(const Stream& s, int layer, const B
     const int64_t summed = in_block ? cache.ColumnSumQueries(rows) : 0;
     if (in_block) a.lse = sc.block_lse.as<float>() + r0 * heads;
     if (summed > 0) {
-      KVFOLD_RETURN_IF_ERROR(Grow(sc.col_sums, slice_.kv_heads * view.length, s.device));
+      KVFOLD_RETURN_IF_ERROR(Ensure(sc.col_sums, {slice_.kv_heads * view.length}, s.device));
       a.col_sums = sc.col_sums.as<float>();
       a.col_sums_from_query = rows - std::min(summed, rows);
     }
@@ -222,8 +212,8 @@ absl::Status LlamaModel::BlockPassingAttention(const Stream& s, int layer,
     sc.sp_bytes += sizeof(float);
   }
   const int64_t floats = PassingBlockFloats(kv_heads, slots, dim);
-  KVFOLD_RETURN_IF_ERROR(Grow(sc.passing, floats, s.device));
-  KVFOLD_RETURN_IF_ERROR(Grow(sc.gathered_passing, ranks * floats, s.device));
+  KVFOLD_RETURN_IF_ERROR(Ensure(sc.passing, {floats}, s.device));
+  KVFOLD_RETURN_IF_ERROR(Ensure(sc.gathered_passing, {ranks * floats}, s.device));
   KVFOLD_RETURN_IF_ERROR(
       PackPassingBlock(s, view, kv_heads, dim, slots, sc.passing.as<float>()));
   if (s.device.kind == Device::Kind::kCpu) {
@@ -242,8 +232,8 @@ absl::Status LlamaModel::BlockPassingAttention(const Stream& s, int layer,
   sc.sp_bytes += floats * int64_t(sizeof(float));
   if (rank == 0) return absl::OkStatus();  // the first block sees no earlier one
   const int64_t capacity = rank * slots;
-  KVFOLD_RETURN_IF_ERROR(Grow(sc.passing_k, kv_heads * capacity * dim, s.device));
-  KVFOLD_RETURN_IF_ERROR(Grow(sc.passing_v, kv_heads * capacity * dim, s.device));
+  KVFOLD_RETURN_IF_ERROR(Ensure(sc.passing_k, {kv_heads * capacity * dim}, s.device));
+  KVFOLD_RETURN_IF_ERROR(Ensure(sc.passing_v, {kv_heads * capacity * dim}, s.device));
   KVFOLD_ASSIGN_OR_RETURN(
       const int64_t used,
       UnpackPassingBlocks(s, sc.gathered_passing.as<float>(), rank, kv_heads, dim, slots,

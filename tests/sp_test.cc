@@ -1,4 +1,4 @@
-// Sequence parallelism under mpirun (sp_test.sh runs it with 2 and 4 ranks,
+// Sequence parallelism under mpirun (mpi_gtest.sh runs it with 2 and 4 ranks,
 // MPI communicator, CPU). Every rank loads the golden checkpoints with the
 // world as its SP group (and, on 4 ranks, also as a 2 x 2 TP x SP mesh) and
 // a whole model with no group as the reference, and checks
@@ -14,8 +14,6 @@
 // - bad input (a document too short for the ranks, an anchor longer than a
 //   block, passing blocks larger than the cache, a question-aware policy)
 //   is refused with a clear message on every rank.
-#include <mpi.h>
-
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -24,14 +22,12 @@
 #include "cache/policies.h"
 #include "gtest/gtest.h"
 #include "parallel/mesh.h"
-#include "parallel/mpi_communicator.h"
 #include "runtime/engine.h"
 #include "tests/golden_io.h"
+#include "tests/mpi_gtest_main.h"
 
 namespace kvfold {
 namespace {
-
-Communicator* g_world = nullptr;
 
 double MaxRelDiff(const std::vector<float>& a, const std::vector<float>& b) {
   if (a.size() != b.size()) return INFINITY;
@@ -84,7 +80,7 @@ struct Groups {
   std::unique_ptr<Communicator> tp, sp;
 };
 Groups Split(int tp) {
-  Communicator& world = *g_world;
+  Communicator& world = TestWorld();
   Groups g;
   const int tp_rank = world.rank() % tp, sp_rank = world.rank() / tp;
   auto tp_group = world.Split(sp_rank, tp_rank);
@@ -98,7 +94,7 @@ Groups Split(int tp) {
 class SpTest : public ::testing::TestWithParam<Fixture> {};
 
 TEST_P(SpTest, FullPolicyEqualsOneRankAndTransformers) {
-  Communicator& world = *g_world;
+  Communicator& world = TestWorld();
   const std::string dir = std::string("tests/golden/") + GetParam().name;
   auto config = ModelConfig::FromFile(dir + "/config.json");
   ASSERT_TRUE(config.ok()) << config.status();
@@ -196,7 +192,7 @@ TEST(SpBlockTest, OneRankBlockPrefillEqualsChunkedPrefill) {
 
 // Every rank's cache, gathered into one full cache in rank order.
 std::unique_ptr<KvCache> Union(const KvCache& mine, int64_t document) {
-  Communicator& world = *g_world;
+  Communicator& world = TestWorld();
   const CacheShape& shape = mine.shape();
   auto all = std::make_unique<FullKvCache>(shape);
   const int64_t h = shape.kv_heads, d = shape.head_dim;
@@ -242,7 +238,7 @@ std::unique_ptr<KvCache> Union(const KvCache& mine, int64_t document) {
 }
 
 TEST(SpCompressedTest, DeterministicAndDecodeEqualsUnionOfCaches) {
-  Communicator& world = *g_world;
+  Communicator& world = TestWorld();
   const std::string dir = "tests/golden/llama3_f32";
   LoadOptions lo;
   lo.sp = &world;
@@ -292,7 +288,7 @@ TEST(SpCompressedTest, DeterministicAndDecodeEqualsUnionOfCaches) {
 }
 
 TEST(SpBadInputTest, ClearErrors) {
-  Communicator& world = *g_world;
+  Communicator& world = TestWorld();
   const int sp = world.size();
   LoadOptions lo;
   lo.sp = &world;
@@ -317,20 +313,3 @@ TEST(SpBadInputTest, ClearErrors) {
 
 }  // namespace
 }  // namespace kvfold
-
-int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  auto world = kvfold::MpiCommunicator::World(absl::Seconds(60));
-  if (!world.ok()) {
-    std::fprintf(stderr, "sp_test: %s\n", std::string(world.status().message()).c_str());
-    return 2;
-  }
-  kvfold::g_world = world->get();
-  int rc = RUN_ALL_TESTS();
-  std::vector<int32_t> failed = {rc != 0};
-  kvfold::TensorView v{failed.data(), kvfold::DType::kI32, kvfold::Device::Cpu(), {1}};
-  if (!(*world)->AllReduce(v, kvfold::ReduceOp::kMax).ok()) failed[0] = 1;
-  world->reset();
-  kvfold::MpiCommunicator::Finalize();
-  return failed[0];
-}

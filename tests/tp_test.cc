@@ -1,4 +1,4 @@
-// Tensor parallelism under mpirun (tp_test.sh runs it with 2 and 4 ranks,
+// Tensor parallelism under mpirun (mpi_gtest.sh runs it with 2 and 4 ranks,
 // MPI communicator, CPU): every rank loads its TP slice of each golden
 // checkpoint and the whole model (TP = 1) and checks
 // - all-position logits equal TP = 1 (f32 reduction-order tolerance) and
@@ -10,8 +10,6 @@
 // - the cache of each rank holds only its KV heads.
 // A checkpoint whose heads the TP degree cannot split must be refused with
 // the mesh's message.
-#include <mpi.h>
-
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -20,14 +18,12 @@
 #include "cache/policies.h"
 #include "gtest/gtest.h"
 #include "parallel/mesh.h"
-#include "parallel/mpi_communicator.h"
 #include "runtime/engine.h"
 #include "tests/golden_io.h"
+#include "tests/mpi_gtest_main.h"
 
 namespace kvfold {
 namespace {
-
-Communicator* g_world = nullptr;
 
 double MaxRelDiff(const std::vector<float>& a, const std::vector<float>& b) {
   double diff = 0, scale = 0;
@@ -83,7 +79,7 @@ double SliceBytes(const ModelConfig& c, const TpSlice& t, double elem) {
 class TpTest : public ::testing::TestWithParam<Fixture> {};
 
 TEST_P(TpTest, EqualsOneRankAndTransformers) {
-  Communicator& world = *g_world;
+  Communicator& world = TestWorld();
   const int t = world.size();
   const std::string dir = std::string("tests/golden/") + GetParam().name;
   auto config = ModelConfig::FromFile(dir + "/config.json");
@@ -151,7 +147,7 @@ TEST_P(TpTest, EqualsOneRankAndTransformers) {
 // Vocabularies T does not divide (the last ranks hold fewer rows, or none)
 // and a bias on o: random weights named the same on every rank.
 TEST(TpRandomTest, UnevenVocabulary) {
-  Communicator& world = *g_world;
+  Communicator& world = TestWorld();
   for (int64_t vocab : {int64_t{250}, int64_t{9}}) {
     ModelConfig c;
     c.vocab_size = vocab, c.hidden_size = 32, c.intermediate_size = 64;
@@ -184,21 +180,3 @@ INSTANTIATE_TEST_SUITE_P(Checkpoints, TpTest, ::testing::ValuesIn(kGoldenCheckpo
 
 }  // namespace
 }  // namespace kvfold
-
-int main(int argc, char** argv) {
-  ::testing::InitGoogleTest(&argc, argv);
-  auto world = kvfold::MpiCommunicator::World(absl::Seconds(60));
-  if (!world.ok()) {
-    std::fprintf(stderr, "tp_test: %s\n", std::string(world.status().message()).c_str());
-    return 2;
-  }
-  kvfold::g_world = world->get();
-  int rc = RUN_ALL_TESTS();
-  // Every rank's verdict counts.
-  std::vector<int32_t> failed = {rc != 0};
-  kvfold::TensorView v{failed.data(), kvfold::DType::kI32, kvfold::Device::Cpu(), {1}};
-  if (!(*world)->AllReduce(v, kvfold::ReduceOp::kMax).ok()) failed[0] = 1;
-  world->reset();
-  kvfold::MpiCommunicator::Finalize();
-  return failed[0];
-}
