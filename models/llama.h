@@ -122,6 +122,7 @@ struct ForwardScratch {
   Tensor block_q, block_attn;    // PrefillBlock: [rows, q_dim] every row's
   Tensor block_lse;              // [rows * q_heads] per chunk [q_heads, chunk]
   Tensor part_out, part_lse;     // [chunk, q_dim], [q_heads * chunk]
+  Tensor observer_col_sums;      // [kv_heads, keys] the question's votes
   Tensor passing, gathered_passing;  // one packed passing block, every rank's
   Tensor passing_k, passing_v;   // [kv_heads, slots, head_dim] earlier ranks'
   int64_t sp_bytes = 0;  // payload this rank has put into SP collectives (grows)
@@ -140,6 +141,15 @@ struct BlockPrefill {
   // most recent ones of its compressed cache, at most this many; 0 = its
   // whole cache.
   int64_t passing_slots = 0;
+  // Question-aware compression: the question, at positions question_begin..
+  // (its place after the whole document). Its rows run after the block's at
+  // every layer and observe the block's last chunk: they attend over the
+  // rank's cache with that chunk appended (and over the anchor, the passing
+  // blocks and themselves, causally), and the policy's column sums count
+  // them as the last queries of the chunk before it compresses. Their keys
+  // and values never enter the cache. Empty: question-agnostic.
+  absl::Span<const int32_t> question;
+  int64_t question_begin = 0;
   // Called after each layer with the layers done (progress; may be empty).
   std::function<void(int)> on_layer;
 };
@@ -272,7 +282,21 @@ class LlamaModel {
   // PrefillBlock's steps for one layer (llama_sp.cc).
   absl::Status BlockLocalAttention(const Stream& s, int layer, const BlockPrefill& p,
                                    const int32_t* positions, KvCache& cache,
-                                   KvCache* anchor, ForwardScratch& sc) const;
+                                   KvCache* anchor, KvCache* question,
+                                   ForwardScratch& sc) const;
+  // The question's rows of BlockLocalAttention, observing the last chunk
+  // (`view`, before the policy compresses): their attention over the cache
+  // (voting queries from `first_voter` of the question summed into
+  // sc.observer_col_sums and added to sc.col_sums), over themselves and over
+  // the anchor.
+  absl::Status ObserveLastChunk(const Stream& s, int layer, const BlockPrefill& p,
+                                const int32_t* positions, const LayerView& view,
+                                int64_t first_voter, KvCache* anchor, KvCache& question,
+                                ForwardScratch& sc) const;
+  // Projects rows [r0, r0 + rows) of a block prefill (sc.x) to queries
+  // (sc.block_q), keys and values (sc.k, sc.v), rotated at `positions`.
+  absl::Status ProjectBlockRows(const Stream& s, int layer, int64_t r0, int64_t rows,
+                                const int32_t* positions, ForwardScratch& sc) const;
   absl::Status BlockPassingAttention(const Stream& s, int layer, const BlockPrefill& p,
                                      const KvCache& cache, ForwardScratch& sc) const;
   // Replicated KV heads (kv_heads < TP ranks): sums sc.col_sums [1, length]

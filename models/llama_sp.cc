@@ -7,6 +7,7 @@
 // backend); on a device the buffers are staged through the host.
 #include <algorithm>
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -47,10 +48,46 @@ absl::Status LlamaModel::MergeOverGroup(const Stream& s, int64_t n,
   return CopyToDevice(s, sc.attn.data(), out, values * sizeof(float));
 }
 
+namespace {
+
+// Rows [begin, end) of a block prefill cut into pieces of at most `chunk`
+// rows: {first row, rows}. Pieces never straddle the anchor, the block and
+// the question (a piece's log-sum-exp is [heads, rows]).
+std::vector<std::pair<int64_t, int64_t>> Pieces(int64_t begin, int64_t end, int64_t chunk) {
+  std::vector<std::pair<int64_t, int64_t>> pieces;
+  for (int64_t r0 = begin; r0 < end; r0 += chunk) {
+    pieces.emplace_back(r0, std::min(chunk, end - r0));
+  }
+  return pieces;
+}
+
+// Attention of a.q's a.num_queries rows over keys and values [kv_heads,
+// stride, head_dim] (the first `keys` of each head, query i seeing keys
+// [0, causal_offset + i]), merged by log-sum-exp into out and lse.
+absl::Status AttendAndMerge(const Stream& s, AttentionArgs a, const float* k, const float* v,
+                            int64_t keys, int64_t stride, int64_t causal_offset, float* out,
+                            float* lse, ForwardScratch& sc) {
+  a.k = k;
+  a.v = v;
+  a.out = sc.part_out.as<float>();
+  a.lse = sc.part_lse.as<float>();
+  a.num_keys = keys;
+  a.kv_stride = stride;
+  a.causal_offset = causal_offset;
+  a.col_sums = nullptr;  // the policy's statistics come from the cache alone
+  a.col_sums_from_query = 0;
+  KVFOLD_RETURN_IF_ERROR(kvfold::Attention(s, a));
+  return MergeInto(s, out, lse, a.out, a.lse, a.num_queries, a.q_heads, a.head_dim,
+                   &sc.sp_host);
+}
+
+}  // namespace
+
 absl::Status LlamaModel::PrefillBlock(const Stream& s, const BlockPrefill& p, KvCache& cache,
                                       ForwardScratch& sc) const {
   const ModelConfig& c = config_;
-  const int64_t na = int64_t(p.anchor.size()), nb = int64_t(p.block.size()), n = na + nb;
+  const int64_t na = int64_t(p.anchor.size()), nb = int64_t(p.block.size());
+  const int64_t nq = int64_t(p.question.size()), n = na + nb + nq;
   if (nb == 0) return absl::InvalidArgumentError("block prefill: the block is empty");
   if (p.chunk < 1 || p.passing_slots < 0) {
     return absl::InvalidArgumentError(absl::StrCat("block prefill: chunk ", p.chunk,
@@ -61,6 +98,11 @@ absl::Status LlamaModel::PrefillBlock(const Stream& s, const BlockPrefill& p, Kv
     return absl::InvalidArgumentError(absl::StrCat("block prefill: an anchor of ", na,
                                                    " tokens overlaps the block at ",
                                                    p.block_begin));
+  }
+  if (nq > 0 && p.question_begin < p.block_begin + nb) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "block prefill: the question at position ", p.question_begin,
+        " does not follow the block, which ends at ", p.block_begin + nb));
   }
   if (cache.tokens_seen() != 0) {
     return absl::InvalidArgumentError("block prefill: the cache must be empty");
@@ -74,6 +116,7 @@ absl::Status LlamaModel::PrefillBlock(const Stream& s, const BlockPrefill& p, Kv
   }
   std::vector<int32_t> tokens(p.anchor.begin(), p.anchor.end());
   tokens.insert(tokens.end(), p.block.begin(), p.block.end());
+  tokens.insert(tokens.end(), p.question.begin(), p.question.end());
   std::vector<int32_t> positions(n);
   for (int64_t i = 0; i < n; ++i) {
     if (tokens[i] < 0 || tokens[i] >= c.vocab_size) {
@@ -81,11 +124,13 @@ absl::Status LlamaModel::PrefillBlock(const Stream& s, const BlockPrefill& p, Kv
                                                      " is outside the vocabulary [0, ",
                                                      c.vocab_size, ")"));
     }
-    positions[i] = int32_t(i < na ? i : p.block_begin + (i - na));
+    positions[i] = int32_t(i < na        ? i
+                           : i < na + nb ? p.block_begin + (i - na)
+                                         : p.question_begin + (i - na - nb));
   }
   // Passing blocks carry keys rotated at their absolute positions.
-  std::vector<int32_t> rope(nb);
-  cache.RopePositions(0, positions.data() + na, nb, rope.data());
+  std::vector<int32_t> rope(nb + nq);
+  cache.RopePositions(0, positions.data() + na, nb + nq, rope.data());
   if (!std::equal(rope.begin(), rope.end(), positions.begin() + na)) {
     return absl::UnimplementedError(
         "sequence parallelism needs absolute positions: a policy that re-indexes them "
@@ -107,17 +152,23 @@ absl::Status LlamaModel::PrefillBlock(const Stream& s, const BlockPrefill& p, Kv
   KVFOLD_RETURN_IF_ERROR(Ensure(sc.part_out, {m * q_dim}, d));
   KVFOLD_RETURN_IF_ERROR(Ensure(sc.part_lse, {m * slice_.q_heads}, d));
 
-  // The anchor's keys and values, per layer, while the prefill runs.
-  std::unique_ptr<FullKvCache> anchor;
+  // The anchor's and the question's keys and values, per layer, while the
+  // prefill runs.
+  std::unique_ptr<FullKvCache> anchor, question;
   if (na > 0) anchor = std::make_unique<FullKvCache>(cache.shape());
+  if (nq > 0) question = std::make_unique<FullKvCache>(cache.shape());
   KVFOLD_RETURN_IF_ERROR(EmbedTokens(s, tokens, sc));
   for (int layer = 0; layer < c.num_layers; ++layer) {
-    KVFOLD_RETURN_IF_ERROR(
-        BlockLocalAttention(s, layer, p, positions.data(), cache, anchor.get(), sc));
+    KVFOLD_RETURN_IF_ERROR(BlockLocalAttention(s, layer, p, positions.data(), cache,
+                                               anchor.get(), question.get(), sc));
     if (sp_size() > 1) KVFOLD_RETURN_IF_ERROR(BlockPassingAttention(s, layer, p, cache, sc));
     const LlamaLayerWeights& l = w_.layers[layer];
-    for (int64_t r0 = 0; r0 < n; r0 += m) {
-      const int64_t rows = std::min(m, n - r0);
+    // The question's rows apart, so that the document's rows go through the
+    // same matrix products with or without them (the same bits).
+    auto pieces = Pieces(0, na + nb, m);
+    const auto asked = Pieces(na + nb, n, m);
+    pieces.insert(pieces.end(), asked.begin(), asked.end());
+    for (const auto& [r0, rows] : pieces) {
       float* x = sc.x.as<float>() + r0 * h;
       KVFOLD_RETURN_IF_ERROR(AddRowParallel(s, sc.block_attn.as<float>() + r0 * q_dim, rows,
                                             l.wo, l.bo, x, sc));
@@ -128,31 +179,35 @@ absl::Status LlamaModel::PrefillBlock(const Stream& s, const BlockPrefill& p, Kv
   return absl::OkStatus();
 }
 
-absl::Status LlamaModel::BlockLocalAttention(const Stream& s, int layer, const BlockPrefill& p,
-                                             const int32_t* positions, KvCache& cache,
-                                             KvCache* anchor, ForwardScratch& sc) const {
+absl::Status LlamaModel::ProjectBlockRows(const Stream& s, int layer, int64_t r0, int64_t rows,
+                                          const int32_t* positions, ForwardScratch& sc) const {
   const ModelConfig& c = config_;
   const LlamaLayerWeights& l = w_.layers[layer];
-  const int64_t na = int64_t(p.anchor.size()), n = na + int64_t(p.block.size());
-  const int64_t h = c.hidden_size, heads = slice_.q_heads;
-  const int64_t q_dim = heads * c.head_dim;
-  // The anchor's rows, then the block's, in chunks that never straddle them.
-  for (int64_t r0 = 0; r0 < n;) {
-    const bool in_block = r0 >= na;
-    const int64_t rows = std::min(p.chunk, (in_block ? n : na) - r0);
-    float* q = sc.block_q.as<float>() + r0 * q_dim;
-    KVFOLD_RETURN_IF_ERROR(RmsNorm(s, sc.x.as<float>() + r0 * h, l.attn_norm.as<float>(),
-                                   c.rms_norm_eps, sc.xn.as<float>(), rows, h));
-    KVFOLD_RETURN_IF_ERROR(Linear(s, sc.xn.as<float>(), rows, l.wq, l.bq, q));
-    KVFOLD_RETURN_IF_ERROR(Linear(s, sc.xn.as<float>(), rows, l.wk, l.bk, sc.k.as<float>()));
-    KVFOLD_RETURN_IF_ERROR(Linear(s, sc.xn.as<float>(), rows, l.wv, l.bv, sc.v.as<float>()));
-    KVFOLD_RETURN_IF_ERROR(Rotate(s, positions + r0, rows, q, sc.k.as<float>(), sc));
-    KvCache& target = in_block ? cache : *anchor;
+  float* q = sc.block_q.as<float>() + r0 * slice_.q_heads * c.head_dim;
+  KVFOLD_RETURN_IF_ERROR(RmsNorm(s, sc.x.as<float>() + r0 * c.hidden_size,
+                                 l.attn_norm.as<float>(), c.rms_norm_eps, sc.xn.as<float>(),
+                                 rows, c.hidden_size));
+  KVFOLD_RETURN_IF_ERROR(Linear(s, sc.xn.as<float>(), rows, l.wq, l.bq, q));
+  KVFOLD_RETURN_IF_ERROR(Linear(s, sc.xn.as<float>(), rows, l.wk, l.bk, sc.k.as<float>()));
+  KVFOLD_RETURN_IF_ERROR(Linear(s, sc.xn.as<float>(), rows, l.wv, l.bv, sc.v.as<float>()));
+  return Rotate(s, positions + r0, rows, q, sc.k.as<float>(), sc);
+}
+
+absl::Status LlamaModel::BlockLocalAttention(const Stream& s, int layer, const BlockPrefill& p,
+                                             const int32_t* positions, KvCache& cache,
+                                             KvCache* anchor, KvCache* question,
+                                             ForwardScratch& sc) const {
+  const int64_t na = int64_t(p.anchor.size()), end = na + int64_t(p.block.size());
+  const int64_t nq = int64_t(p.question.size()), heads = slice_.q_heads;
+  const int64_t q_dim = heads * config_.head_dim;
+  // The anchor's rows: causal over the anchor alone.
+  for (const auto& [r0, rows] : Pieces(0, na, p.chunk)) {
+    KVFOLD_RETURN_IF_ERROR(ProjectBlockRows(s, layer, r0, rows, positions, sc));
     KVFOLD_RETURN_IF_ERROR(
-        target.Append(layer, sc.k.as<float>(), sc.v.as<float>(), positions + r0, rows));
-    const LayerView view = target.View(layer);
+        anchor->Append(layer, sc.k.as<float>(), sc.v.as<float>(), positions + r0, rows));
+    const LayerView view = anchor->View(layer);
     AttentionArgs a = HeadArgs();
-    a.q = q;
+    a.q = sc.block_q.as<float>() + r0 * q_dim;
     a.k = view.keys;
     a.v = view.values;
     a.out = sc.block_attn.as<float>() + r0 * q_dim;
@@ -160,38 +215,97 @@ absl::Status LlamaModel::BlockLocalAttention(const Stream& s, int layer, const B
     a.num_keys = view.length;
     a.kv_stride = view.stride;
     a.causal_offset = view.length - rows;
-    const int64_t summed = in_block ? cache.ColumnSumQueries(rows) : 0;
-    if (in_block) a.lse = sc.block_lse.as<float>() + r0 * heads;
-    if (summed > 0) {
+    KVFOLD_RETURN_IF_ERROR(kvfold::Attention(s, a));
+  }
+  // The block's rows, chunk by chunk: causal over the rank's cache, which
+  // the policy compresses after each chunk, and over the whole anchor.
+  for (const auto& [r0, rows] : Pieces(na, end, p.chunk)) {
+    const bool observed = question != nullptr && r0 + rows == end;
+    KVFOLD_RETURN_IF_ERROR(ProjectBlockRows(s, layer, r0, rows, positions, sc));
+    KVFOLD_RETURN_IF_ERROR(
+        cache.Append(layer, sc.k.as<float>(), sc.v.as<float>(), positions + r0, rows));
+    const LayerView view = cache.View(layer);
+    AttentionArgs a = HeadArgs();
+    a.q = sc.block_q.as<float>() + r0 * q_dim;
+    a.k = view.keys;
+    a.v = view.values;
+    a.out = sc.block_attn.as<float>() + r0 * q_dim;
+    a.lse = sc.block_lse.as<float>() + r0 * heads;
+    a.num_queries = rows;
+    a.num_keys = view.length;
+    a.kv_stride = view.stride;
+    a.causal_offset = view.length - rows;
+    // The policy scores the block's slots by the attention of the chunk's
+    // last queries over the cache; when the question observes the last
+    // chunk, its rows are the last of them.
+    const int64_t queries = observed ? rows + nq : rows;
+    const int64_t voters = cache.ColumnSumQueries(queries);
+    const int64_t question_voters = observed ? std::min(voters, nq) : 0;
+    if (voters > 0) {
       KVFOLD_RETURN_IF_ERROR(Ensure(sc.col_sums, {slice_.kv_heads * view.length}, s.device));
       a.col_sums = sc.col_sums.as<float>();
-      a.col_sums_from_query = rows - std::min(summed, rows);
+      a.col_sums_from_query = rows - std::min(voters - question_voters, rows);
     }
     KVFOLD_RETURN_IF_ERROR(kvfold::Attention(s, a));
+    if (observed) {
+      KVFOLD_RETURN_IF_ERROR(ObserveLastChunk(s, layer, p, positions, view,
+                                              nq - question_voters, anchor, *question, sc));
+    }
     if (a.col_sums != nullptr && slice_.kv_replication > 1) {
       KVFOLD_RETURN_IF_ERROR(ShareColumnSums(s, view.length, sc));
     }
-    if (in_block) {
-      // The policy scores the block's slots by the block's own attention.
-      KVFOLD_RETURN_IF_ERROR(cache.AfterAttention(layer, {a.col_sums, nullptr, rows}));
-      if (anchor != nullptr) {  // block queries see the whole anchor
-        const LayerView av = anchor->View(layer);
-        AttentionArgs b = HeadArgs();
-        b.q = q;
-        b.k = av.keys;
-        b.v = av.values;
-        b.out = sc.part_out.as<float>();
-        b.lse = sc.part_lse.as<float>();
-        b.num_queries = rows;
-        b.num_keys = av.length;
-        b.kv_stride = av.stride;
-        b.causal_offset = av.length - 1;
-        KVFOLD_RETURN_IF_ERROR(kvfold::Attention(s, b));
-        KVFOLD_RETURN_IF_ERROR(MergeInto(s, a.out, a.lse, b.out, b.lse, rows, heads,
-                                         c.head_dim, &sc.sp_host));
-      }
+    KVFOLD_RETURN_IF_ERROR(cache.AfterAttention(layer, {a.col_sums, nullptr, queries}));
+    if (anchor != nullptr) {  // block queries see the whole anchor
+      const LayerView av = anchor->View(layer);
+      KVFOLD_RETURN_IF_ERROR(AttendAndMerge(s, a, av.keys, av.values, av.length, av.stride,
+                                            av.length - 1, a.out, a.lse, sc));
     }
-    r0 += rows;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LlamaModel::ObserveLastChunk(const Stream& s, int layer, const BlockPrefill& p,
+                                          const int32_t* positions, const LayerView& view,
+                                          int64_t first_voter, KvCache* anchor,
+                                          KvCache& question, ForwardScratch& sc) const {
+  const int64_t first = int64_t(p.anchor.size() + p.block.size());
+  const int64_t nq = int64_t(p.question.size()), heads = slice_.q_heads;
+  const int64_t q_dim = heads * config_.head_dim, sums = slice_.kv_heads * view.length;
+  for (const auto& [r0, rows] : Pieces(first, first + nq, p.chunk)) {
+    KVFOLD_RETURN_IF_ERROR(ProjectBlockRows(s, layer, r0, rows, positions, sc));
+    KVFOLD_RETURN_IF_ERROR(
+        question.Append(layer, sc.k.as<float>(), sc.v.as<float>(), positions + r0, rows));
+    // Over the cache: the question follows the whole block, so it sees
+    // every slot.
+    AttentionArgs a = HeadArgs();
+    a.q = sc.block_q.as<float>() + r0 * q_dim;
+    a.k = view.keys;
+    a.v = view.values;
+    a.out = sc.block_attn.as<float>() + r0 * q_dim;
+    a.lse = sc.block_lse.as<float>() + r0 * heads;
+    a.num_queries = rows;
+    a.num_keys = view.length;
+    a.kv_stride = view.stride;
+    a.causal_offset = view.length - 1;
+    const int64_t from = std::max<int64_t>(0, first_voter - (r0 - first));
+    if (from < rows) {
+      KVFOLD_RETURN_IF_ERROR(Ensure(sc.observer_col_sums, {sums}, s.device));
+      a.col_sums = sc.observer_col_sums.as<float>();
+      a.col_sums_from_query = from;
+    }
+    KVFOLD_RETURN_IF_ERROR(kvfold::Attention(s, a));
+    if (a.col_sums != nullptr) {
+      KVFOLD_RETURN_IF_ERROR(AddInPlace(s, sc.col_sums.as<float>(), a.col_sums, sums));
+    }
+    // Over the question itself, causally, and over the whole anchor.
+    const LayerView qv = question.View(layer);
+    KVFOLD_RETURN_IF_ERROR(AttendAndMerge(s, a, qv.keys, qv.values, qv.length, qv.stride,
+                                          qv.length - rows, a.out, a.lse, sc));
+    if (anchor != nullptr) {
+      const LayerView av = anchor->View(layer);
+      KVFOLD_RETURN_IF_ERROR(AttendAndMerge(s, a, av.keys, av.values, av.length, av.stride,
+                                            av.length - 1, a.out, a.lse, sc));
+    }
   }
   return absl::OkStatus();
 }
@@ -239,25 +353,21 @@ absl::Status LlamaModel::BlockPassingAttention(const Stream& s, int layer,
       UnpackPassingBlocks(s, sc.gathered_passing.as<float>(), rank, kv_heads, dim, slots,
                           capacity, sc.passing_k.as<float>(), sc.passing_v.as<float>()));
   if (used == 0) return absl::OkStatus();
-  // Block queries (never the anchor's) attend over every passing slot.
-  const int64_t na = int64_t(p.anchor.size()), n = na + int64_t(p.block.size());
+  // Block and question queries (never the anchor's) attend over every
+  // passing slot.
+  const int64_t first = int64_t(p.anchor.size()), end = first + int64_t(p.block.size());
   const int64_t q_dim = heads * dim;
-  for (int64_t r0 = na; r0 < n; r0 += p.chunk) {
-    const int64_t rows = std::min(p.chunk, n - r0);
+  auto pieces = Pieces(first, end, p.chunk);
+  const auto asked = Pieces(end, end + int64_t(p.question.size()), p.chunk);
+  pieces.insert(pieces.end(), asked.begin(), asked.end());
+  for (const auto& [r0, rows] : pieces) {
     AttentionArgs a = HeadArgs();
     a.q = sc.block_q.as<float>() + r0 * q_dim;
-    a.k = sc.passing_k.as<float>();
-    a.v = sc.passing_v.as<float>();
-    a.out = sc.part_out.as<float>();
-    a.lse = sc.part_lse.as<float>();
     a.num_queries = rows;
-    a.num_keys = used;
-    a.kv_stride = capacity;
-    a.causal_offset = used - 1;
-    KVFOLD_RETURN_IF_ERROR(kvfold::Attention(s, a));
-    KVFOLD_RETURN_IF_ERROR(MergeInto(s, sc.block_attn.as<float>() + r0 * q_dim,
-                                     sc.block_lse.as<float>() + r0 * heads, a.out, a.lse,
-                                     rows, heads, dim, &sc.sp_host));
+    KVFOLD_RETURN_IF_ERROR(AttendAndMerge(s, a, sc.passing_k.as<float>(),
+                                          sc.passing_v.as<float>(), used, capacity, used - 1,
+                                          sc.block_attn.as<float>() + r0 * q_dim,
+                                          sc.block_lse.as<float>() + r0 * heads, sc));
   }
   return absl::OkStatus();
 }

@@ -117,11 +117,6 @@ absl::Status ValidateSpOptions(const EngineOptions& options, int sp) {
         "--sp_anchor (", options.sp_anchor, ") must be >= 0 or -1 (auto) and ",
         "--sp_passing_slots (", options.sp_passing_slots, ") >= 0"));
   }
-  if (c.question_aware()) {
-    return absl::UnimplementedError(absl::StrCat(
-        "--sp=", sp, " with a question-aware cache (--question_mode=aware): each rank would need "
-        "the question inside its block; use question-agnostic compression or --sp=1"));
-  }
   if (options.projection != nullptr) {
     return absl::UnimplementedError(absl::StrCat(
         "--sp=", sp, " with MatryoshkaKV projections is not supported; use --sp=1"));
@@ -217,8 +212,13 @@ absl::Status Engine::Prefill(absl::Span<const int32_t> tokens,
 
 absl::Status Engine::PrefillDocument(absl::Span<const int32_t> document, KvCache& cache,
                                      std::vector<float>* logits,
-                                     const std::function<void(int64_t, int64_t)>& on_progress) {
+                                     const std::function<void(int64_t, int64_t)>& on_progress,
+                                     absl::Span<const int32_t> observer) {
   const int sp = model_.sp_size();
+  if (!observer.empty() && (sp == 1 || logits != nullptr)) {
+    return absl::InvalidArgumentError(
+        "prefill: a question observes a document only over an SP group, without its logits");
+  }
   const LogitsFor which = logits != nullptr ? LogitsFor::kLast : LogitsFor::kNone;
   if (sp == 1) return Prefill(document, which, cache, logits, on_progress);
   KVFOLD_RETURN_IF_ERROR(ValidateSpOptions(options_, sp));
@@ -246,6 +246,8 @@ absl::Status Engine::PrefillDocument(absl::Span<const int32_t> document, KvCache
   p.block_begin = block.begin;
   p.chunk = options_.prefill_chunk;
   p.passing_slots = options_.sp_passing_slots;
+  p.question = observer;
+  p.question_begin = n;
   const int layers = model_.config().num_layers;
   p.on_layer = [&](int done) {
     if (on_progress) on_progress(split * done / layers, n);
@@ -371,7 +373,18 @@ absl::Status Engine::StartAnswer(RequestState& rs, AnswerStream& st) {
   const int64_t q = static_cast<int64_t>(question.size());
   res.prompt_tokens = n + q;
   const auto t0 = std::chrono::steady_clock::now();
-  if (aware) {
+  if (aware && model_.sp_size() > 1) {
+    // The question observes every rank's last chunk, then joins the SP
+    // group's caches as a question-agnostic one does (phase 2).
+    KVFOLD_ASSIGN_OR_RETURN(st.cache, NewCache(*rs.config));
+    const int64_t sent = scratch_.sp_bytes;
+    KVFOLD_RETURN_IF_ERROR(
+        PrefillDocument(r.document, *st.cache, nullptr, progress, question));
+    res.document_cache = st.cache->Stats();
+    KVFOLD_RETURN_IF_ERROR(
+        PrefillQuestion(question, /*aware=*/false, LogitsFor::kLast, *st.cache, &st.logits));
+    st.sp_bytes += scratch_.sp_bytes - sent;
+  } else if (aware) {
     // The question joins the document's last chunk, so that chunk is
     // compressed once, with the question's queries voting.
     KVFOLD_ASSIGN_OR_RETURN(st.cache, NewCache(*rs.config));

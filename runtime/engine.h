@@ -54,8 +54,8 @@ absl::Status ValidateEngineOptions(const EngineOptions& options);
 absl::Status ValidateCacheOptions(const EngineOptions& options,
                                   const ModelConfig& model);
 // What sequence parallelism over `sp` ranks cannot do with these options:
-// question-aware policies, MatryoshkaKV projections, re-indexed positions,
-// passing blocks larger than the cache budget.
+// MatryoshkaKV projections, re-indexed positions, passing blocks larger
+// than the cache budget.
 absl::Status ValidateSpOptions(const EngineOptions& options, int sp);
 // The anchor of a document of `tokens` split over `sp` ranks:
 // options.sp_anchor, or when that is -1 DefaultAnchorTokens capped at the
@@ -144,10 +144,13 @@ class Engine {
   // Prefills a document into an empty cache, with the logits after its last
   // token when `logits` is not null. Over an SP group each rank prefills its
   // block (PrefillBlock); the last token then goes through phase 2 when its
-  // logits are wanted.
+  // logits are wanted. `observer` (SP, question-aware; needs logits null):
+  // the question, whose rows observe every rank's last chunk (votes in its
+  // compression) and are then dropped; the caller appends it afterwards.
   absl::Status PrefillDocument(absl::Span<const int32_t> document, KvCache& cache,
                                std::vector<float>* logits,
-                               const std::function<void(int64_t, int64_t)>& on_progress = {});
+                               const std::function<void(int64_t, int64_t)>& on_progress = {},
+                               absl::Span<const int32_t> observer = {});
 
   // Appends `question` to a cache holding a document: uncompressed when
   // question-agnostic (the cache then holds budget + question slots),
@@ -174,7 +177,10 @@ class Engine {
   // question continues a copy of that cache. Question-aware: document and
   // question are prefilled together, once per question, the question in the
   // same chunk as the document's last tokens (`document_cache` is then the
-  // cache before that chunk).
+  // cache before that chunk). Question-aware over an SP group: the question
+  // observes every rank's last chunk (PrefillDocument's `observer`), then
+  // goes through phase 2 as a question-agnostic one does (`document_cache`
+  // is the cache between the two).
   absl::StatusOr<std::vector<GenerateResult>> Answer(
       absl::Span<const int32_t> document,
       const std::vector<std::vector<int32_t>>& questions,

@@ -34,33 +34,37 @@ done
 
 # --- Sequence parallelism: with the Full policy and no anchor (passing
 # blocks carry every earlier block), the same greedy answers as one rank, on
-# SP alone and on a TP x SP mesh.
+# SP alone, on a TP x SP mesh and with the question observing the blocks
+# (question-aware; nothing to compress, so nothing changes).
 for model in llama3_f32 mistral_gqa_f32; do
   args=(generate --model="tests/golden/$model" --ids=1,17,42,99,7,128,5,9,33,250,3,77,21,64,8,19,140,2,6,90
         --questions="3,4;5,6,7" --max_new_tokens=12 --threads=1 --prefill_chunk=8)
   "$KVFOLD" "${args[@]}" | answers >"$T/one" || fail "$model: one rank"
-  for layout in "2 --sp=2" "4 --sp=4" "4 --sp=2 --tp=2"; do
+  for layout in "2 --sp=2" "4 --sp=4" "4 --sp=2 --tp=2" "2 --sp=2 --question_mode=aware"; do
     set -- $layout
     mpi "$1" "$KVFOLD" "${args[@]}" "${@:2}" --sp_anchor=0 | answers >"$T/sp" || fail "$model $layout"
     if cmp -s "$T/one" "$T/sp"; then echo "ok: $model -np $layout: the same answers as one rank"; else
       fail "$model -np $layout differs"; diff "$T/one" "$T/sp"; fi
   done
 done
-# With compression (default anchor and passing blocks): two runs agree, and
-# every answer reports each SP rank's exchanged bytes.
+# With compression (default anchor and passing blocks; H2O, and SnapKV with
+# the question observing): two runs agree, and every answer reports each SP
+# rank's exchanged bytes.
+for cache in "--cache=h2o" "--cache=snapkv --cache_window=4 --question_mode=aware"; do
 args=(generate --model=tests/golden/llama3_f32 --ids="$(seq -s, 3 90)" --questions="3,4;5"
-      --max_new_tokens=8 --threads=1 --prefill_chunk=8 --cache=h2o --cache_slots=12 --sp=2)
-mpi 2 "$KVFOLD" "${args[@]}" >"$T/sp1" || fail "SP=2 h2o"
-mpi 2 "$KVFOLD" "${args[@]}" >"$T/sp2" || fail "SP=2 h2o again"
-python3 - "$T/sp1" "$T/sp2" <<'PY' || fail "SP=2 h2o: not deterministic or no exchange stats"
+      --max_new_tokens=8 --threads=1 --prefill_chunk=8 $cache --cache_slots=12 --sp=2)
+mpi 2 "$KVFOLD" "${args[@]}" >"$T/sp1" || fail "SP=2 $cache"
+mpi 2 "$KVFOLD" "${args[@]}" >"$T/sp2" || fail "SP=2 $cache again"
+python3 - "$T/sp1" "$T/sp2" <<'PY' || fail "SP=2 $cache: not deterministic or no exchange stats"
 import json, sys
 a, b = ([json.loads(l) for l in open(p)] for p in sys.argv[1:])
 assert [x["ids"] for x in a] == [y["ids"] for y in b], "answers differ between runs"
 for x in a:
     ex = x["sp_exchange"]
     assert len(ex["bytes_per_rank"]) == 2 and ex["bytes"] == sum(ex["bytes_per_rank"]) > 0, ex
-print("ok: SP=2 h2o: deterministic;", [x["sp_exchange"] for x in a])
+print("ok: SP=2: deterministic;", [x["sp_exchange"] for x in a])
 PY
+done
 # bench_sp: per-rank blocks cover the document; bytes are counted.
 mpi 2 "$KVFOLD" bench_sp --sp_doc_lengths=600 --bench_layers=2 --cache=h2o --cache_slots=64 \
   --prefill_chunk=128 --threads=1 >"$T/bsp" || fail "bench_sp"
@@ -155,8 +159,6 @@ startup_error "world not divisible by SP" "world size 2 is not divisible by --tp
   --model=tests/golden/llama3_f32 --sp=4
 startup_error "passing blocks larger than the cache" "exceeds the cache of 16 slots" 2 \
   --model=tests/golden/llama3_f32 --sp=2 --cache=h2o --cache_slots=16 --sp_passing_slots=20
-startup_error "question-aware SP" "question-aware" 2 --model=tests/golden/llama3_f32 --sp=2 \
-  --cache=snapkv --cache_slots=16 --cache_window=4 --question_mode=aware
 startup_error "missing model" "nowhere/config.json: cannot open" 2 --model="$T/nowhere" --tp=2
 # One rank with a truncated checkpoint (MPMD: the other gets a good one).
 mkdir -p "$T/bad"

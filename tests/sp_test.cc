@@ -12,15 +12,27 @@
 //   deterministic, and the question and decode steps equal one rank's
 //   attention over the union of the ranks' final caches;
 // - bad input (a document too short for the ranks, an anchor longer than a
-//   block, passing blocks larger than the cache, a question-aware policy)
-//   is refused with a clear message on every rank.
+//   block, passing blocks larger than the cache) is refused with a clear
+//   message on every rank;
+// - question-aware: the question's rows observe each block's last chunk.
+//   Their votes (the policy's column sums) equal transformers' attention
+//   (golden, tools/golden/make_sp_question_golden.py); with the Full policy
+//   the answers are those of question-agnostic SP, to the bit; with SnapKV
+//   the question changes what is kept; deterministic, and decode equals one
+//   rank over the union of the caches.
 #include <cmath>
 #include <cstdio>
+#include <fstream>
+#include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "cache/compressed_cache.h"
+#include "cache/compressors.h"
 #include "cache/policies.h"
 #include "gtest/gtest.h"
+#include <nlohmann/json.hpp>
 #include "parallel/mesh.h"
 #include "runtime/engine.h"
 #include "tests/golden_io.h"
@@ -138,6 +150,13 @@ TEST_P(SpTest, FullPolicyEqualsOneRankAndTransformers) {
       ASSERT_TRUE(qa.status.ok()) << qa.status;
       EXPECT_LE(MaxRelDiff(qa.logits, qb.logits), 1e-5);
       EXPECT_EQ(qa.tokens, qb.tokens);
+      // Question-aware: the question's rows observe every block but never
+      // enter a cache, so without compression nothing changes, to the bit.
+      const Answered aware =
+          Ask(**model, Options("question_aware: true", 0, 0), doc, question, 6);
+      ASSERT_TRUE(aware.status.ok()) << aware.status;
+      EXPECT_EQ(aware.logits, qa.logits);
+      EXPECT_EQ(aware.tokens, qa.tokens);
     }
   }
 }
@@ -149,6 +168,9 @@ const char* const kPolicies[] = {
     "slots: 24 h2o {}",       "slots: 24 snapkv { window: 4 }", "slots: 24 streaming {}",
     "slots: 24 kvmerger {}",  "slots: 24 pyramidkv { window: 4 }",
 };
+
+const char* const kAware = " question_aware: true";
+using Tokens = std::vector<int32_t>;
 
 std::vector<int32_t> Document(size_t n) {
   std::vector<int32_t> doc(n);
@@ -185,6 +207,95 @@ TEST(SpBlockTest, OneRankBlockPrefillEqualsChunkedPrefill) {
                 << policy;
           }
         }
+      }
+    }
+  }
+}
+
+// Passes a policy's column sums on to it and keeps a copy of each layer's.
+class Recorder : public Compressor {
+ public:
+  explicit Recorder(std::shared_ptr<const Compressor> policy) : policy_(std::move(policy)) {}
+  int64_t ColumnSumQueries(int64_t chunk) const override {
+    return policy_->ColumnSumQueries(chunk);
+  }
+  bool AccumulatesScores() const override { return policy_->AccumulatesScores(); }
+  absl::Status Compress(LayerState& layer, const CompressRequest& r) const override {
+    const int64_t n = r.shape->kv_heads * layer.slots.length;
+    votes[r.layer].assign(r.col_sums, r.col_sums + n);
+    return policy_->Compress(layer, r);
+  }
+  mutable std::map<int, std::vector<float>> votes;  // [kv_heads, length] per layer
+
+ private:
+  std::shared_ptr<const Compressor> policy_;
+};
+
+// One rank (no SP group), a document that fits one chunk: the block's rows
+// and the question's see exact keys, so the votes the policy gets are
+// transformers' attention probabilities over [document ; question],
+// renormalised over the columns the cache holds (the block, after the
+// anchor) and summed over the voting rows and each KV head's query heads.
+TEST(SpQuestionTest, VotesEqualTransformers) {
+  for (const char* name : {"llama3_f32", "mistral_gqa_f32"}) {
+    std::ifstream in(std::string("tests/golden/sp_question/") + name + ".json");
+    ASSERT_TRUE(in.good()) << name;
+    const nlohmann::json golden = nlohmann::json::parse(in);
+    const Tokens doc = golden["document"].get<Tokens>();
+    const Tokens question = golden["question"].get<Tokens>();
+    // [layer][query head][row][document column]
+    const auto probs = golden["probs"].get<std::vector<std::vector<std::vector<std::vector<double>>>>>();
+    auto model = LlamaModel::Load(std::string("tests/golden/") + name);
+    ASSERT_TRUE(model.ok()) << model.status();
+    const int64_t nd = int64_t(doc.size()), nq = int64_t(question.size());
+    const int64_t kv_heads = (*model)->config().num_kv_heads;
+    const int64_t group = (*model)->config().num_heads / kv_heads;
+    Engine engine(**model, Options("", 0, 0));
+    struct Vote {
+      const char* policy;
+      std::shared_ptr<const Compressor> compressor;
+      int64_t voters;  // the last rows of [block ; question] that vote
+    };
+    for (int64_t anchor : {0, 12}) {
+      const int64_t block = nd - anchor;
+      for (const Vote& v : {Vote{"snapkv", MakeSnapKVCompressor(4, 5), 4},
+                            Vote{"h2o", MakeH2OCompressor(8, false), block + nq}}) {
+        auto recorder = std::make_shared<Recorder>(v.compressor);
+        const int layers = (*model)->config().num_layers;
+        CompressedKvCache cache((*model)->cache_shape(engine.stream()),
+                                std::vector<int64_t>(layers, 16), 64, recorder);
+        BlockPrefill p;
+        p.anchor = absl::MakeConstSpan(doc).subspan(0, anchor);
+        p.block = absl::MakeConstSpan(doc).subspan(anchor);
+        p.block_begin = anchor;
+        p.chunk = 64;
+        p.question = question;
+        p.question_begin = nd;
+        ForwardScratch scratch;
+        ASSERT_TRUE((*model)->PrefillBlock(engine.stream(), p, cache, scratch).ok());
+        EXPECT_EQ(cache.tokens_seen(), block) << "the question must not enter the cache";
+        double worst = 0;
+        for (int l = 0; l < layers; ++l) {
+          ASSERT_EQ(recorder->votes[l].size(), size_t(kv_heads * block)) << v.policy;
+          for (int64_t g = 0; g < kv_heads; ++g) {
+            std::vector<double> want(block, 0.0);
+            for (int64_t h = g * group; h < (g + 1) * group; ++h) {
+              for (int64_t row = nd + nq - v.voters; row < nd + nq; ++row) {
+                const std::vector<double>& pr = probs[l][h][row];
+                double held = 0;
+                for (int64_t j = anchor; j < nd; ++j) held += pr[j];
+                for (int64_t j = anchor; j < nd; ++j) want[j - anchor] += pr[j] / held;
+              }
+            }
+            for (int64_t j = 0; j < block; ++j) {
+              worst = std::max(worst, std::abs(recorder->votes[l][g * block + j] - want[j]) /
+                                          std::max(1.0, want[j]));
+            }
+          }
+        }
+        std::printf("%s anchor %lld %s: votes vs transformers %.2e\n", name, (long long)anchor,
+                    v.policy, worst);
+        EXPECT_LE(worst, 1e-5) << name << " " << v.policy;
       }
     }
   }
@@ -247,7 +358,10 @@ TEST(SpCompressedTest, DeterministicAndDecodeEqualsUnionOfCaches) {
   ASSERT_TRUE(model.ok() && one.ok());
   const std::vector<int32_t> doc = Document(240);
   const std::vector<int32_t> question = {5, 77, 190, 3, 18};
-  for (const char* policy : kPolicies) {
+  std::vector<std::string> policies(std::begin(kPolicies), std::end(kPolicies));
+  for (const char* policy : kPolicies) policies.push_back(std::string(policy) + kAware);
+  for (const std::string& policy : policies) {
+    const bool aware = policy.find(kAware) != std::string::npos;
     const EngineOptions o = Options(policy, -1, 0);
     const Answered a = Ask(**model, o, doc, {question}, 8);
     const Answered b = Ask(**model, o, doc, {question}, 8);
@@ -263,8 +377,27 @@ TEST(SpCompressedTest, DeterministicAndDecodeEqualsUnionOfCaches) {
     Engine one_engine(**one, full);
     auto cache = sp_engine.NewCache();
     ASSERT_TRUE(cache.ok());
-    ASSERT_TRUE(sp_engine.PrefillDocument(doc, **cache, nullptr).ok());
+    ASSERT_TRUE(
+        sp_engine.PrefillDocument(doc, **cache, nullptr, {}, aware ? question : Tokens{}).ok());
     EXPECT_EQ((*cache)->next_position(), int64_t(doc.size()));
+    if (aware) {  // the question's votes changed what some rank keeps
+      const EngineOptions agnostic = Options(policy.substr(0, policy.find(kAware)), -1, 0);
+      Engine plain(**model, agnostic);
+      auto other = plain.NewCache();
+      ASSERT_TRUE(other.ok() && plain.PrefillDocument(doc, **other, nullptr).ok());
+      float differ = 0;
+      for (int l = 0; l < (*one)->config().num_layers; ++l) {
+        const LayerView x = (*cache)->View(l), y = (*other)->View(l);
+        for (int64_t j = 0; j < std::min(x.length, y.length); ++j) {
+          differ = std::max(differ, float(x.positions[j] != y.positions[j]));
+        }
+      }
+      ASSERT_TRUE(world.AllReduce(TensorView{&differ, DType::kF32, Device::Cpu(), {1}},
+                                  ReduceOp::kMax).ok());
+      if (policy.find("snapkv") != std::string::npos) {
+        EXPECT_EQ(differ, 1.0f) << policy << ": the question changed nothing";
+      }
+    }
     std::unique_ptr<KvCache> all = Union(**cache, int64_t(doc.size()));
     (*cache)->SetPhase(CachePhase::kAppend);
     std::vector<float> got, want;
@@ -272,8 +405,8 @@ TEST(SpCompressedTest, DeterministicAndDecodeEqualsUnionOfCaches) {
     ASSERT_TRUE(one_engine.Prefill(question, LogitsFor::kLast, *all, &want).ok());
     double worst = MaxRelDiff(got, want);
     // Policies that evict while decoding change the last rank's cache.
-    const bool evicts = std::string(policy).find("h2o") != std::string::npos ||
-                        std::string(policy).find("streaming") != std::string::npos;
+    const bool evicts = policy.find("h2o") != std::string::npos ||
+                        policy.find("streaming") != std::string::npos;
     for (int step = 0; step < (evicts ? 0 : 4); ++step) {
       const int32_t token = int32_t(std::max_element(want.begin(), want.end()) - want.begin());
       ASSERT_TRUE(sp_engine.Decode(token, **cache, &got).ok());
@@ -281,7 +414,8 @@ TEST(SpCompressedTest, DeterministicAndDecodeEqualsUnionOfCaches) {
       worst = std::max(worst, MaxRelDiff(got, want));
     }
     std::printf("rank %d SP=%d %s: %lld slots here, logits vs one rank over the union %.2e\n",
-                world.rank(), world.size(), policy, (long long)(*cache)->Stats().slots_held,
+                world.rank(), world.size(), policy.c_str(),
+                (long long)(*cache)->Stats().slots_held,
                 worst);
     EXPECT_LE(worst, 1e-5) << policy;
   }
@@ -303,9 +437,6 @@ TEST(SpBadInputTest, ClearErrors) {
   expect(Ask(**model, Options("", 30, 0), Document(40), {{1, 2}}, 1), "longer than a block");
   expect(Ask(**model, Options("slots: 24 h2o {}", -1, 25), Document(100), {}, 1),
          "exceeds the cache of 24 slots");
-  expect(Ask(**model, Options("slots: 24 snapkv { window: 4 } question_aware: true", -1, 0),
-             Document(100), {{1, 2}}, 1),
-         "question-aware");
   // The ranks are still in step: a good request works.
   const Answered ok = Ask(**model, Options("", -1, 0), Document(60), {{1, 2}}, 2);
   EXPECT_TRUE(ok.status.ok()) << ok.status;
