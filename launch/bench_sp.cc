@@ -100,8 +100,8 @@ absl::Status RunBenchSp(Ranks& ranks) {
     std::vector<int32_t> doc(length);
     for (int64_t i = 0; i < length; ++i) doc[i] = int32_t((i * 7919 + 13) % s.config.vocab_size);
     KVFOLD_ASSIGN_OR_RETURN(std::unique_ptr<KvCache> cache, engine.NewCache());
-    KVFOLD_ASSIGN_OR_RETURN(const SpPlan plan,
-                            PlanBlocks(length, sp, SpAnchorTokens(s.options, length, sp)));
+    KVFOLD_ASSIGN_OR_RETURN(const SpPlan plan, PlanSpBlocks(s.options, s.config, length, sp));
+    const SpCostModel costs = SpCosts(s.options, s.config, length, sp);
     KVFOLD_RETURN_IF_ERROR(ranks.world().Barrier());
     counting.Reset();
     const double cpu0 = CpuSeconds();
@@ -114,6 +114,8 @@ absl::Status RunBenchSp(Ranks& ranks) {
     const nlohmann::json mine = {{"rank", rank},
                                  {"block_tokens", block},
                                  {"rows", block + (rank > 0 ? plan.anchor : 0)},
+                                 {"model_gflop_per_layer",
+                                  BlockCost(costs, rank, block, plan.anchor) * 1e-9},
                                  {"wall_seconds", wall},
                                  {"cpu_seconds", cpu},
                                  {"comm_seconds", comm.seconds},
@@ -141,6 +143,7 @@ absl::Status RunBenchSp(Ranks& ranks) {
                {"sp", sp},
                {"doc_tokens", length},
                {"anchor_tokens", plan.anchor},
+               {"blocks", s.options.sp_balance ? "balanced" : "equal"},
                {"max_rank_cpu_seconds", max_cpu},
                {"max_rank_wall_seconds", max_wall},
                {"tokens_per_cpu_second_slowest_rank", double(length) / max_cpu},

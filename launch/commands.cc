@@ -87,6 +87,7 @@ absl::StatusOr<EngineOptions> EngineOptionsFromFlags() {
   o.batch = absl::GetFlag(FLAGS_batch);
   o.sp_anchor = absl::GetFlag(FLAGS_sp_anchor);
   o.sp_passing_slots = absl::GetFlag(FLAGS_sp_passing_slots);
+  o.sp_balance = absl::GetFlag(FLAGS_sp_balance);
   KVFOLD_RETURN_IF_ERROR(AsFlagError(ValidateEngineOptions(o)));
   // --compressor=A[,B]: at most one file per method (a LoCoCo module and
   // MatryoshkaKV projections compose).

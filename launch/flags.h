@@ -49,6 +49,7 @@ ABSL_DECLARE_FLAG(int32_t, tp);
 ABSL_DECLARE_FLAG(int32_t, sp);
 ABSL_DECLARE_FLAG(int64_t, sp_anchor);
 ABSL_DECLARE_FLAG(int64_t, sp_passing_slots);
+ABSL_DECLARE_FLAG(bool, sp_balance);
 ABSL_DECLARE_FLAG(double, collective_timeout);
 ABSL_DECLARE_FLAG(double, job_timeout);
 ABSL_DECLARE_FLAG(std::string, documents_file);

@@ -114,7 +114,7 @@ absl::Status AdmitMemory(const ModelConfig& config, const EngineOptions& options
   KVFOLD_ASSIGN_OR_RETURN(
       const MemoryPlan plan,
       PlanMemory(config, options, std::max(1, absl::GetFlag(FLAGS_tp)), bytes, longest,
-                 absl::GetFlag(FLAGS_max_new_tokens)));
+                 absl::GetFlag(FLAGS_max_new_tokens), std::max(1, absl::GetFlag(FLAGS_sp))));
   const std::string flag = absl::GetFlag(FLAGS_memory_limit);
   if (!flag.empty()) {
     absl::StatusOr<double> limit = ParseBytes(flag);

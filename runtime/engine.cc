@@ -109,6 +109,29 @@ int64_t SpAnchorTokens(const EngineOptions& options, int64_t tokens, int sp) {
   return budget > 0 ? std::min(anchor, budget) : anchor;
 }
 
+SpCostModel SpCosts(const EngineOptions& options, const ModelConfig& model, int64_t tokens,
+                    int sp) {
+  const double h = double(model.hidden_size), q = double(model.num_heads * model.head_dim);
+  const double kv = double(model.num_kv_heads * model.head_dim);
+  SpCostModel cost;
+  // q, k, v and o projections, then gate, up and down.
+  cost.token = 2 * (h * (2 * q + 2 * kv) + 3 * h * double(model.intermediate_size));
+  cost.pair = 4 * q;  // q.k and p.v for every query head
+  const int64_t budget = CacheBudget(options), block = tokens / std::max(sp, 1);
+  cost.cache = budget > 0 ? budget + options.prefill_chunk / 2 : block / 2;
+  cost.passing = options.sp_passing_slots > 0 ? options.sp_passing_slots
+                 : budget > 0                 ? budget
+                                              : block;
+  return cost;
+}
+
+absl::StatusOr<SpPlan> PlanSpBlocks(const EngineOptions& options, const ModelConfig& model,
+                                    int64_t tokens, int sp) {
+  const int64_t anchor = SpAnchorTokens(options, tokens, sp);
+  if (!options.sp_balance) return PlanBlocks(tokens, sp, anchor);
+  return PlanBalancedBlocks(tokens, sp, anchor, SpCosts(options, model, tokens, sp));
+}
+
 absl::Status ValidateSpOptions(const EngineOptions& options, int sp) {
   if (sp <= 1) return absl::OkStatus();
   const CacheConfig& c = options.cache;
@@ -237,7 +260,7 @@ absl::Status Engine::PrefillDocument(absl::Span<const int32_t> document, KvCache
         "); this one has ", n));
   }
   KVFOLD_ASSIGN_OR_RETURN(const SpPlan plan,
-                          PlanBlocks(split, sp, SpAnchorTokens(options_, split, sp)));
+                          PlanSpBlocks(options_, model_.config(), split, sp));
   const int rank = model_.sp_rank();
   const SpBlock& block = plan.blocks[rank];
   BlockPrefill p;
@@ -556,7 +579,7 @@ std::vector<absl::StatusOr<std::vector<GenerateResult>>> Engine::AnswerBatch(
     }
     rows.erase(std::remove(rows.begin(), rows.end(), nullptr), rows.end());
   }
-  ShareSpBytes(states);
+  ShareSpResults(states);
   std::vector<absl::StatusOr<std::vector<GenerateResult>>> out;
   out.reserve(states.size());
   for (RequestState& rs : states) {
@@ -569,15 +592,23 @@ std::vector<absl::StatusOr<std::vector<GenerateResult>>> Engine::AnswerBatch(
   return out;
 }
 
-void Engine::ShareSpBytes(std::vector<RequestState>& states) {
+void Engine::ShareSpResults(std::vector<RequestState>& states) {
   Communicator* group = model_.sp_group();
   if (group == nullptr || group->size() == 1) return;
   // Every rank of the group ran the same requests in step: one all-gather
-  // of a value per answer (0 where one failed) gives each rank's payload.
+  // of kFields values per answer (0 where one failed) gives each rank's
+  // payload and cache stats.
+  constexpr int64_t kFields = 7;
   std::vector<int64_t> mine;
   for (const RequestState& rs : states) {
     for (size_t a = 0; a < rs.results.size(); ++a) {
-      mine.push_back(rs.status.ok() && a < rs.sp_bytes.size() ? rs.sp_bytes[a] : 0);
+      const bool ok = rs.status.ok() && a < rs.sp_bytes.size();
+      const GenerateResult& r = rs.results[a];
+      for (int64_t v : {ok ? rs.sp_bytes[a] : 0, r.document_cache.tokens_seen,
+                        r.document_cache.slots_held, r.document_cache.bytes,
+                        r.cache.tokens_seen, r.cache.slots_held, r.cache.bytes}) {
+        mine.push_back(ok ? v : 0);
+      }
     }
   }
   const int64_t n = int64_t(mine.size()), ranks = group->size();
@@ -587,6 +618,17 @@ void Engine::ShareSpBytes(std::vector<RequestState>& states) {
   const absl::Status s = group->AllGather(
       TensorView{mine.data(), DType::kI32, Device::Cpu(), {2 * n}},
       TensorView{all.data(), DType::kI32, Device::Cpu(), {2 * n * ranks}});
+  const int64_t layers = model_.config().num_layers;
+  // The answer's fields from `at` on: tokens, slots and bytes, summed.
+  auto sum = [&](CacheStats& st, int64_t at) {
+    st = CacheStats();
+    for (int64_t g = 0; g < ranks; ++g) {
+      st.tokens_seen += all[g * n + at];
+      st.slots_held += all[g * n + at + 1];
+      st.bytes += all[g * n + at + 2];
+    }
+    if (st.slots_held > 0) st.compression_ratio = double(st.tokens_seen) * layers / st.slots_held;
+  };
   int64_t k = 0;
   for (RequestState& rs : states) {
     for (GenerateResult& r : rs.results) {
@@ -594,8 +636,10 @@ void Engine::ShareSpBytes(std::vector<RequestState>& states) {
         if (rs.status.ok()) rs.status = s;
       } else {
         for (int64_t g = 0; g < ranks; ++g) r.sp_bytes_per_rank.push_back(all[g * n + k]);
+        sum(r.document_cache, k + 1);
+        sum(r.cache, k + 4);
       }
-      ++k;
+      k += kFields;
     }
   }
 }

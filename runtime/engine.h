@@ -20,6 +20,7 @@
 #include "kernels/thread_pool.h"
 #include "models/compressor_file.h"
 #include "models/llama.h"
+#include "runtime/sequence_parallel.h"
 
 namespace kvfold {
 
@@ -44,6 +45,9 @@ struct EngineOptions {
   // shows the later ones (0 = its whole cache; BlockPrefill).
   int64_t sp_anchor = -1;
   int64_t sp_passing_slots = 0;
+  // Blocks balanced by cost (PlanBalancedBlocks with SpCosts) rather than
+  // of equal size.
+  bool sp_balance = false;
 };
 
 // Checks of option values, shared by the engine and the CLI (which checks
@@ -62,6 +66,16 @@ absl::Status ValidateSpOptions(const EngineOptions& options, int sp);
 // cache budget (every block query attends over the whole anchor, so a longer
 // one would cost more than the compressed cache it sits beside).
 int64_t SpAnchorTokens(const EngineOptions& options, int64_t tokens, int sp);
+// The cost model of a block prefill of this model (per layer, FLOPs; the
+// cache a block query sees is the policy's budget plus half a chunk, or half
+// a block with the Full policy; passing blocks are --sp_passing_slots, or
+// the budget, or a whole block with the Full policy).
+SpCostModel SpCosts(const EngineOptions& options, const ModelConfig& model, int64_t tokens,
+                    int sp);
+// The blocks of a document of `tokens` over `sp` ranks, as PrefillDocument
+// plans them: equal, or balanced by SpCosts.
+absl::StatusOr<SpPlan> PlanSpBlocks(const EngineOptions& options, const ModelConfig& model,
+                                    int64_t tokens, int sp);
 // The learned parameters of options.compressor, for MakeCache.
 LearnedParams Learned(const EngineOptions& options);
 
@@ -91,6 +105,8 @@ struct GenerateResult {
   int64_t prompt_tokens = 0;
   double prefill_seconds = 0;
   double decode_seconds = 0;
+  // Over an SP group: the group's caches together (tokens, slots and bytes
+  // summed over its ranks).
   CacheStats document_cache;  // after the document's prefill
   CacheStats cache;           // at the end
   // Sequence parallelism: payload bytes each SP rank put into the group's
@@ -216,9 +232,9 @@ class Engine {
   // Samples the stream's next token from `logits`; false when the stream
   // is done (eos or max_new_tokens) and needs no further step.
   bool NextToken(AnswerStream& stream, const float* logits) const;
-  // Sequence parallelism: fills every result's sp_bytes_per_rank
-  // (collective over the SP group).
-  void ShareSpBytes(std::vector<RequestState>& states);
+  // Sequence parallelism: fills every result's sp_bytes_per_rank and makes
+  // its cache stats those of the whole SP group (collective over it).
+  void ShareSpResults(std::vector<RequestState>& states);
 
   const LlamaModel& model_;
   EngineOptions options_;

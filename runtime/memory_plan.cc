@@ -11,8 +11,9 @@ namespace kvfold {
 
 absl::StatusOr<MemoryPlan> PlanMemory(const ModelConfig& c, const EngineOptions& options,
                                       int tp, int weight_bytes, int64_t longest_document,
-                                      int64_t answer_tokens) {
+                                      int64_t answer_tokens, int sp) {
   if (tp < 1) return absl::InvalidArgumentError("tp must be >= 1");
+  if (sp < 1) return absl::InvalidArgumentError("sp must be >= 1");
   MemoryPlan p;
   p.weights = double(weight_bytes) * c.NumParameters() / tp;
   // KV heads per rank (one replicated head when there are fewer than ranks).
@@ -32,12 +33,22 @@ absl::StatusOr<MemoryPlan> PlanMemory(const ModelConfig& c, const EngineOptions&
   learned.matryoshka = nullptr;
   KVFOLD_ASSIGN_OR_RETURN(std::vector<int64_t> budgets,
                           LayerBudgets(slots_only, c.num_layers, chunk, learned));
+  // Sequence parallelism: the largest block and its anchor.
+  int64_t block = 0, anchor = 0;
+  if (sp > 1 && longest_document > sp) {
+    KVFOLD_ASSIGN_OR_RETURN(const SpPlan plan,
+                            PlanSpBlocks(options, c, longest_document, sp));
+    anchor = plan.anchor;
+    for (const SpBlock& b : plan.blocks) block = std::max(block, b.size());
+  }
   // Slots per layer at the peak: the budget plus one chunk (compression
-  // runs after it), or every token for the full cache. Keys and values, f32.
+  // runs after it), or every token for the full cache (every token of a
+  // rank's block and the answer under SP). Keys and values, f32.
   const int64_t cap = p.longest > 0 ? p.longest : c.max_position_embeddings;
+  const int64_t held = block > 0 ? std::min<int64_t>(block + answer_tokens, cap) : p.longest;
   double slots = 0;
   for (int64_t l = 0; l < c.num_layers; ++l) {
-    slots += budgets.empty() ? double(p.longest)
+    slots += budgets.empty() ? double(held)
                              : double(std::min<int64_t>(budgets[l] + chunk, cap));
   }
   double per_sequence = slots * kv_heads * c.head_dim * 2 * 4;
@@ -56,6 +67,20 @@ absl::StatusOr<MemoryPlan> PlanMemory(const ModelConfig& c, const EngineOptions&
                     (2.0 * c.hidden_size + 2.0 * q_dim + 2.0 * kv_heads * c.head_dim +
                      2.0 * c.intermediate_size / tp + vocab + c.hidden_size) +
                 4.0 * keys * (32 * 64 + kv_heads);
+  if (block > 0) {
+    // Every row of the block prefill at once (with the question's, when it
+    // observes), the anchor's keys and values for every layer, and the
+    // passing blocks of the whole group plus the earlier ranks' unpacked.
+    const double block_rows = double(block + anchor + answer_tokens);
+    const double kv_row = 2.0 * kv_heads * c.head_dim;
+    const double passing =
+        options.sp_passing_slots > 0 ? double(options.sp_passing_slots)
+        : budgets.empty()            ? double(block)
+                                     : double(*std::max_element(budgets.begin(), budgets.end()));
+    p.workspace += 4.0 * block_rows * (c.hidden_size + 2.0 * q_dim + q_dim / c.head_dim) +
+                   4.0 * double(anchor + answer_tokens) * c.num_layers * kv_row +
+                   4.0 * 2.0 * sp * (passing * kv_row + 1);
+  }
   return p;
 }
 

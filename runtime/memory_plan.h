@@ -28,9 +28,14 @@ struct MemoryPlan {
 // batch, prefill chunk) on documents of at most `longest_document` tokens
 // (0: unknown; then a full cache is not counted) with answers of up to
 // `answer_tokens` more. The options must be valid for the model.
+// `sp` > 1: each rank prefills one block of the document (PlanSpBlocks) in
+// one pass, layer after layer: its workspace holds every row of the block
+// and the anchor (residual stream, queries, attention), the anchor's keys
+// and values for every layer, and the gathered passing blocks; a full cache
+// holds the rank's block rather than the document.
 absl::StatusOr<MemoryPlan> PlanMemory(const ModelConfig& config, const EngineOptions& options,
                                       int tp, int weight_bytes, int64_t longest_document,
-                                      int64_t answer_tokens);
+                                      int64_t answer_tokens, int sp = 1);
 
 // An error naming each part when the plan exceeds `limit` bytes (the
 // machine's or --memory_limit's, described by `what`).

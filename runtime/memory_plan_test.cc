@@ -59,6 +59,34 @@ TEST(MemoryPlanTest, FixedBudgetBatchTensorParallelAndFeatures) {
   EXPECT_DOUBLE_EQ(quarter->caches, p->caches / 4);
 }
 
+TEST(MemoryPlanTest, SequenceParallelBlocks) {
+  ModelConfig c = Llama8B();
+  c.max_position_embeddings = 1 << 20;
+  EngineOptions o;
+  o.cache.mutable_snapkv();
+  o.cache.set_slots(512);
+  o.prefill_chunk = 512;
+  auto one = PlanMemory(c, o, 1, 4, 1 << 20, 16);
+  auto sp4 = PlanMemory(c, o, 1, 4, 1 << 20, 16, 4);
+  ASSERT_TRUE(one.ok() && sp4.ok()) << sp4.status();
+  EXPECT_EQ(sp4->caches, one->caches);  // a fixed budget either way
+  // Blocks of 262144 tokens behind a 512-token anchor (capped at the
+  // budget), 16 question rows: the residual stream, queries, attention and
+  // log-sum-exp of every row; the anchor's and question's keys and values
+  // in 32 layers; 4 ranks' passing blocks of 512 slots, packed, gathered
+  // and unpacked.
+  const double rows = 262144 + 512 + 16, kv_row = 2.0 * 8 * 128;
+  EXPECT_DOUBLE_EQ(sp4->workspace - one->workspace,
+                   4 * rows * (4096 + 2 * 4096 + 32) + 4 * (512 + 16) * 32 * kv_row +
+                       4 * 2 * 4 * (512 * kv_row + 1));
+  // The Full policy: a rank's cache holds its block (and the answer).
+  o.cache = CacheConfig();
+  o.cache.mutable_full();
+  auto full = PlanMemory(c, o, 1, 4, 1 << 20, 16, 4);
+  ASSERT_TRUE(full.ok()) << full.status();
+  EXPECT_DOUBLE_EQ(full->caches, 2 * kPerSlot * (262144 + 16));
+}
+
 TEST(MemoryPlanTest, RefusalNamesEveryPart) {
   MemoryPlan p;
   p.weights = 3.0 * (1 << 30);

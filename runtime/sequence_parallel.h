@@ -36,6 +36,30 @@ int64_t DefaultAnchorTokens(int64_t document_tokens, int sp);
 // longer than the shortest block it would be prefixed to, or negative.
 absl::StatusOr<SpPlan> PlanBlocks(int64_t document_tokens, int sp, int64_t anchor);
 
+// What one rank's block prefill costs per layer, in FLOPs, for blocks
+// balanced by cost: `token` for each row through the projections and the
+// MLP (block and anchor rows), `pair` for each (query, key) pair of
+// attention. A block query sees its rank's cache (`cache` slots on
+// average), the anchor, and `passing` slots of each earlier rank's cache.
+struct SpCostModel {
+  double token = 0;
+  double pair = 0;
+  int64_t cache = 0;
+  int64_t passing = 0;
+};
+
+// The model's cost of rank `rank` prefilling `block` tokens behind an
+// anchor of `anchor` tokens (none for rank 0).
+double BlockCost(const SpCostModel& cost, int rank, int64_t block, int64_t anchor);
+
+// Contiguous blocks sized so that every rank's BlockCost is about the same:
+// later ranks attend over more passing blocks and carry the anchor, so they
+// get fewer tokens. Every block holds at least one token and, after the
+// first, at least the anchor. The errors of PlanBlocks, and a document too
+// short for those minimums.
+absl::StatusOr<SpPlan> PlanBalancedBlocks(int64_t document_tokens, int sp, int64_t anchor,
+                                          const SpCostModel& cost);
+
 }  // namespace kvfold
 
 #endif  // KVFOLD_RUNTIME_SEQUENCE_PARALLEL_H_

@@ -26,6 +26,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cache/compressed_cache.h"
@@ -68,6 +69,7 @@ struct Answered {
   std::vector<int32_t> tokens;
   std::vector<float> logits;  // every sampled step's, concatenated
   absl::Status status;
+  CacheStats document_cache, cache;  // the first answer's
 };
 
 Answered Ask(const LlamaModel& model, const EngineOptions& o, absl::Span<const int32_t> doc,
@@ -82,7 +84,11 @@ Answered Ask(const LlamaModel& model, const EngineOptions& o, absl::Span<const i
   };
   auto r = engine.Answer(doc, questions, g);
   a.status = r.status();
-  if (r.ok()) a.tokens = (*r)[0].tokens;
+  if (r.ok()) {
+    a.tokens = (*r)[0].tokens;
+    a.document_cache = (*r)[0].document_cache;
+    a.cache = (*r)[0].cache;
+  }
   return a;
 }
 
@@ -150,6 +156,14 @@ TEST_P(SpTest, FullPolicyEqualsOneRankAndTransformers) {
       ASSERT_TRUE(qa.status.ok()) << qa.status;
       EXPECT_LE(MaxRelDiff(qa.logits, qb.logits), 1e-5);
       EXPECT_EQ(qa.tokens, qb.tokens);
+      // The group's caches together hold what one rank's does.
+      for (auto [x, y] : {std::pair{qa.document_cache, qb.document_cache},
+                          std::pair{qa.cache, qb.cache}}) {
+        EXPECT_EQ(x.tokens_seen, y.tokens_seen);
+        EXPECT_EQ(x.slots_held, y.slots_held);
+        EXPECT_DOUBLE_EQ(x.compression_ratio, 1.0);
+      }
+      EXPECT_EQ(qa.document_cache.tokens_seen, int64_t(cut));
       // Question-aware: the question's rows observe every block but never
       // enter a cache, so without compression nothing changes, to the bit.
       const Answered aware =
