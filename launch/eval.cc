@@ -274,7 +274,8 @@ absl::Status RunEval(Ranks& ranks) {
       {"seconds", seconds},
       {"prompt_tokens_per_second", seconds > 0 ? double(tokens_in) / seconds : 0.0},
       {"peak_rss_bytes", PeakRssBytes()},
-      {"tp", ranks.mesh().tp_size()}};
+      {"tp", ranks.mesh().tp_size()},
+      {"sp", ranks.mesh().sp_size()}};
   const std::string path = absl::GetFlag(FLAGS_output);
   if (path.empty()) {
     std::fputs((out.dump(2) + "\n").c_str(), stdout);

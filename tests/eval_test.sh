@@ -66,6 +66,16 @@ if [ "$(preds "$tmp/b1.jsonl")" = "$(preds "$tmp/tp2.jsonl")" ] &&
 else
   fail "--tp=2: $(tail -3 "$tmp/tp2.err")"
 fi
+# Sequence parallelism with the Full cache, no anchor and whole passing
+# blocks is exact: the answers of one rank.
+mpi 2 "$KVFOLD" eval --model=$MODEL --tasks=$TASKS --eval_lengths=1024 --sp=2 --sp_anchor=0 \
+  --predictions="$tmp/sp2.jsonl" --threads=1 >"$tmp/sp2.json" 2>"$tmp/sp2.err"
+if [ "$(preds "$tmp/b1.jsonl")" = "$(preds "$tmp/sp2.jsonl")" ] &&
+   grep -q '"sp": 2' "$tmp/sp2.json"; then
+  ok "--sp=2 == 1 rank"
+else
+  fail "--sp=2: $(tail -3 "$tmp/sp2.err")"
+fi
 if mpi 2 "$KVFOLD" eval --model=$MODEL --tasks=$TASKS --threads=1 >/dev/null 2>"$tmp/dp.err"; then
   fail "2 replicas accepted"
 elif grep -q "eval runs one model replica" "$tmp/dp.err"; then
