@@ -103,7 +103,7 @@ ABSL_FLAG(int64_t, sp_passing_slots, 0,
           "--sp > 1: slots per layer and KV head each rank passes to the later "
           "ranks, the most recent of its compressed cache (0 = its whole cache; "
           "at most --cache_slots)");
-ABSL_FLAG(bool, sp_balance, false,
+ABSL_FLAG(bool, sp_balance, true,
           "--sp > 1: size the blocks by a cost model (projections, MLP and "
           "attention FLOPs of each rank's rows) so that later ranks, which also "
           "attend over the passing blocks and the anchor, get fewer tokens; "

@@ -45,9 +45,9 @@ struct EngineOptions {
   // shows the later ones (0 = its whole cache; BlockPrefill).
   int64_t sp_anchor = -1;
   int64_t sp_passing_slots = 0;
-  // Blocks balanced by cost (PlanBalancedBlocks with SpCosts) rather than
-  // of equal size.
-  bool sp_balance = false;
+  // Blocks balanced by cost (PlanBalancedBlocks with SpCosts; the default)
+  // rather than of equal size.
+  bool sp_balance = true;
 };
 
 // Checks of option values, shared by the engine and the CLI (which checks

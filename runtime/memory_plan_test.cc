@@ -66,6 +66,7 @@ TEST(MemoryPlanTest, SequenceParallelBlocks) {
   o.cache.mutable_snapkv();
   o.cache.set_slots(512);
   o.prefill_chunk = 512;
+  o.sp_balance = false;  // blocks of 1M / 4 tokens
   auto one = PlanMemory(c, o, 1, 4, 1 << 20, 16);
   auto sp4 = PlanMemory(c, o, 1, 4, 1 << 20, 16, 4);
   ASSERT_TRUE(one.ok() && sp4.ok()) << sp4.status();
@@ -85,6 +86,11 @@ TEST(MemoryPlanTest, SequenceParallelBlocks) {
   auto full = PlanMemory(c, o, 1, 4, 1 << 20, 16, 4);
   ASSERT_TRUE(full.ok()) << full.status();
   EXPECT_DOUBLE_EQ(full->caches, 2 * kPerSlot * (262144 + 16));
+  // Balanced blocks: the first rank's is the largest, and costs more memory.
+  o.sp_balance = true;
+  auto balanced = PlanMemory(c, o, 1, 4, 1 << 20, 16, 4);
+  ASSERT_TRUE(balanced.ok()) << balanced.status();
+  EXPECT_GT(balanced->caches, full->caches);
 }
 
 TEST(MemoryPlanTest, RefusalNamesEveryPart) {

@@ -4,7 +4,7 @@
 #   tp: kvfold bench_tp, tensor-parallel communication (llama-3.2-1b shape cut
 #       to 4 layers, 128-token prefill, 16 decode steps): tpT.json;
 #   sp: kvfold bench_sp, sequence-parallel prefill (tiny-256 random weights,
-#       H2O with 512 slots, 32K-256K-token documents): spS.jsonl;
+#       H2O with 512 slots, 32K-256K-token documents, default blocks): spS.jsonl;
 #   sp_balance: the same with 2 and 4 ranks, equal blocks then blocks
 #       balanced by cost (--sp_balance), one after the other:
 #       spS_equal.jsonl, spS_balanced.jsonl.
@@ -32,7 +32,7 @@ ranks() {  # ranks N OUTPUT [flags]
 }
 if [ "$kind" = sp_balance ]; then
   for n in 2 4; do
-    ranks "$n" "$out/sp${n}_equal.$suffix" "$@"
+    ranks "$n" "$out/sp${n}_equal.$suffix" --sp_balance=false "$@"
     ranks "$n" "$out/sp${n}_balanced.$suffix" --sp_balance "$@"
   done
 else
