@@ -67,7 +67,8 @@ absl::StatusOr<SpPlan> PlanBalancedBlocks(int64_t document_tokens, int sp, int64
   }
   int64_t held_tokens = 0;
   for (int r = 0; r < sp; ++r) held_tokens += least[r];
-  if (held_tokens > document_tokens || !(u[0] > 0)) return plan;  // nothing to balance
+  // PlanBlocks' checks leave room for the minimums; no cost: equal blocks.
+  if (held_tokens > document_tokens || !(u[0] > 0)) return plan;
   std::vector<bool> held(sp, false);
   std::vector<double> size(sp);
   for (int round = 0; round < sp; ++round) {

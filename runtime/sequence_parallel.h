@@ -55,8 +55,8 @@ double BlockCost(const SpCostModel& cost, int rank, int64_t block, int64_t ancho
 // Contiguous blocks sized so that every rank's BlockCost is about the same:
 // later ranks attend over more passing blocks and carry the anchor, so they
 // get fewer tokens. Every block holds at least one token and, after the
-// first, at least the anchor. The errors of PlanBlocks, and a document too
-// short for those minimums.
+// first, at least the anchor (a plan PlanBlocks accepts always leaves room
+// for them). The errors of PlanBlocks; equal blocks when `cost` is empty.
 absl::StatusOr<SpPlan> PlanBalancedBlocks(int64_t document_tokens, int sp, int64_t anchor,
                                           const SpCostModel& cost);
 
