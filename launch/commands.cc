@@ -119,6 +119,12 @@ nlohmann::json CacheStatsJson(const CacheStats& s) {
           {"bytes", s.bytes}};
 }
 
+nlohmann::json SpExchangeJson(const std::vector<int64_t>& bytes_per_rank) {
+  int64_t total = 0;
+  for (int64_t b : bytes_per_rank) total += b;
+  return {{"bytes_per_rank", bytes_per_rank}, {"bytes", total}};
+}
+
 absl::Status RunTokenize() {
   const std::string dir = absl::GetFlag(FLAGS_model);
   if (dir.empty()) return absl::InvalidArgumentError("--model is required");

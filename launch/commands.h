@@ -44,6 +44,8 @@ absl::StatusOr<ModelConfig> BenchShape(const std::string& name);
 
 // JSON-ready accounting of a cache.
 nlohmann::json CacheStatsJson(const CacheStats& stats);
+// A result line's "sp_exchange": each SP rank's bytes and their sum.
+nlohmann::json SpExchangeJson(const std::vector<int64_t>& bytes_per_rank);
 
 struct Prompt;
 class Tokenizer;

@@ -197,11 +197,7 @@ std::string AnswerLines(const std::vector<GenerateResult>& results, const Prompt
               {"cache_policy", PolicyName(options.cache)},
               {"document_cache", CacheStatsJson(r.document_cache)},
               {"cache", CacheStatsJson(r.cache)}});
-    if (!r.sp_bytes_per_rank.empty()) {
-      int64_t total = 0;
-      for (int64_t b : r.sp_bytes_per_rank) total += b;
-      j["sp_exchange"] = {{"bytes_per_rank", r.sp_bytes_per_rank}, {"bytes", total}};
-    }
+    if (!r.sp_bytes_per_rank.empty()) j["sp_exchange"] = SpExchangeJson(r.sp_bytes_per_rank);
     if (tokenizer) j["text"] = tokenizer->Decode(r.tokens, /*skip_special_tokens=*/true);
     out += j.dump() + "\n";
   }

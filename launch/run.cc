@@ -273,11 +273,7 @@ std::string ResultLine(const Setup& s, const ReadyJob& r, const std::vector<Gene
         {"tokens_per_s", wall > 0 ? (tokens_in + tokens_out) / wall : 0.0},
         {"decode_tokens_per_s", decode > 0 ? tokens_out / decode : 0.0}}},
       {"replica", replica}};
-  if (!sp_bytes.empty()) {
-    int64_t total = 0;
-    for (int64_t b : sp_bytes) total += b;
-    line["sp_exchange"] = {{"bytes_per_rank", sp_bytes}, {"bytes", total}};
-  }
+  if (!sp_bytes.empty()) line["sp_exchange"] = SpExchangeJson(sp_bytes);
   return line.dump();
 }
 

@@ -61,20 +61,41 @@ std::vector<std::pair<int64_t, int64_t>> Pieces(int64_t begin, int64_t end, int6
   return pieces;
 }
 
-// Attention of a.q's a.num_queries rows over keys and values [kv_heads,
-// stride, head_dim] (the first `keys` of each head, query i seeing keys
-// [0, causal_offset + i]), merged by log-sum-exp into out and lse.
-absl::Status AttendAndMerge(const Stream& s, AttentionArgs a, const float* k, const float* v,
-                            int64_t keys, int64_t stride, int64_t causal_offset, float* out,
-                            float* lse, ForwardScratch& sc) {
+// `a` (HeadArgs) for rows [r0, r0 + rows) of a block prefill: their
+// queries, attention output and log-sum-exp in the scratch.
+AttentionArgs BlockRows(AttentionArgs a, ForwardScratch& sc, int64_t r0, int64_t rows) {
+  const int64_t q_dim = a.q_heads * a.head_dim;
+  a.q = sc.block_q.as<float>() + r0 * q_dim;
+  a.out = sc.block_attn.as<float>() + r0 * q_dim;
+  a.lse = sc.block_lse.as<float>() + r0 * a.q_heads;
+  a.num_queries = rows;
+  return a;
+}
+
+// `a` over keys and values [kv_heads, stride, head_dim] (the first `keys`
+// of each head), query i seeing keys [0, causal_offset + i].
+AttentionArgs OverKeys(AttentionArgs a, const float* k, const float* v, int64_t keys,
+                       int64_t stride, int64_t causal_offset) {
   a.k = k;
   a.v = v;
-  a.out = sc.part_out.as<float>();
-  a.lse = sc.part_lse.as<float>();
   a.num_keys = keys;
   a.kv_stride = stride;
   a.causal_offset = causal_offset;
-  a.col_sums = nullptr;  // the policy's statistics come from the cache alone
+  return a;
+}
+
+AttentionArgs OverView(const AttentionArgs& a, const LayerView& view, int64_t causal_offset) {
+  return OverKeys(a, view.keys, view.values, view.length, view.stride, causal_offset);
+}
+
+// The attention `a` describes, merged by log-sum-exp into `out` and `lse`
+// (a's own outputs are replaced by working memory; no column sums: the
+// policy's statistics come from the cache alone).
+absl::Status AttendAndMerge(const Stream& s, AttentionArgs a, float* out, float* lse,
+                            ForwardScratch& sc) {
+  a.out = sc.part_out.as<float>();
+  a.lse = sc.part_lse.as<float>();
+  a.col_sums = nullptr;
   a.col_sums_from_query = 0;
   KVFOLD_RETURN_IF_ERROR(kvfold::Attention(s, a));
   return MergeInto(s, out, lse, a.out, a.lse, a.num_queries, a.q_heads, a.head_dim,
@@ -198,23 +219,15 @@ absl::Status LlamaModel::BlockLocalAttention(const Stream& s, int layer, const B
                                              KvCache* anchor, KvCache* question,
                                              ForwardScratch& sc) const {
   const int64_t na = int64_t(p.anchor.size()), end = na + int64_t(p.block.size());
-  const int64_t nq = int64_t(p.question.size()), heads = slice_.q_heads;
-  const int64_t q_dim = heads * config_.head_dim;
+  const int64_t nq = int64_t(p.question.size());
   // The anchor's rows: causal over the anchor alone.
   for (const auto& [r0, rows] : Pieces(0, na, p.chunk)) {
     KVFOLD_RETURN_IF_ERROR(ProjectBlockRows(s, layer, r0, rows, positions, sc));
     KVFOLD_RETURN_IF_ERROR(
         anchor->Append(layer, sc.k.as<float>(), sc.v.as<float>(), positions + r0, rows));
     const LayerView view = anchor->View(layer);
-    AttentionArgs a = HeadArgs();
-    a.q = sc.block_q.as<float>() + r0 * q_dim;
-    a.k = view.keys;
-    a.v = view.values;
-    a.out = sc.block_attn.as<float>() + r0 * q_dim;
-    a.num_queries = rows;
-    a.num_keys = view.length;
-    a.kv_stride = view.stride;
-    a.causal_offset = view.length - rows;
+    AttentionArgs a = OverView(BlockRows(HeadArgs(), sc, r0, rows), view, view.length - rows);
+    a.lse = nullptr;  // the anchor's rows merge nothing
     KVFOLD_RETURN_IF_ERROR(kvfold::Attention(s, a));
   }
   // The block's rows, chunk by chunk: causal over the rank's cache, which
@@ -225,16 +238,7 @@ absl::Status LlamaModel::BlockLocalAttention(const Stream& s, int layer, const B
     KVFOLD_RETURN_IF_ERROR(
         cache.Append(layer, sc.k.as<float>(), sc.v.as<float>(), positions + r0, rows));
     const LayerView view = cache.View(layer);
-    AttentionArgs a = HeadArgs();
-    a.q = sc.block_q.as<float>() + r0 * q_dim;
-    a.k = view.keys;
-    a.v = view.values;
-    a.out = sc.block_attn.as<float>() + r0 * q_dim;
-    a.lse = sc.block_lse.as<float>() + r0 * heads;
-    a.num_queries = rows;
-    a.num_keys = view.length;
-    a.kv_stride = view.stride;
-    a.causal_offset = view.length - rows;
+    AttentionArgs a = OverView(BlockRows(HeadArgs(), sc, r0, rows), view, view.length - rows);
     // The policy scores the block's slots by the attention of the chunk's
     // last queries over the cache; when the question observes the last
     // chunk, its rows are the last of them.
@@ -257,8 +261,7 @@ absl::Status LlamaModel::BlockLocalAttention(const Stream& s, int layer, const B
     KVFOLD_RETURN_IF_ERROR(cache.AfterAttention(layer, {a.col_sums, nullptr, queries}));
     if (anchor != nullptr) {  // block queries see the whole anchor
       const LayerView av = anchor->View(layer);
-      KVFOLD_RETURN_IF_ERROR(AttendAndMerge(s, a, av.keys, av.values, av.length, av.stride,
-                                            av.length - 1, a.out, a.lse, sc));
+      KVFOLD_RETURN_IF_ERROR(AttendAndMerge(s, OverView(a, av, av.length - 1), a.out, a.lse, sc));
     }
   }
   return absl::OkStatus();
@@ -269,24 +272,14 @@ absl::Status LlamaModel::ObserveLastChunk(const Stream& s, int layer, const Bloc
                                           int64_t first_voter, KvCache* anchor,
                                           KvCache& question, ForwardScratch& sc) const {
   const int64_t first = int64_t(p.anchor.size() + p.block.size());
-  const int64_t nq = int64_t(p.question.size()), heads = slice_.q_heads;
-  const int64_t q_dim = heads * config_.head_dim, sums = slice_.kv_heads * view.length;
+  const int64_t nq = int64_t(p.question.size()), sums = slice_.kv_heads * view.length;
   for (const auto& [r0, rows] : Pieces(first, first + nq, p.chunk)) {
     KVFOLD_RETURN_IF_ERROR(ProjectBlockRows(s, layer, r0, rows, positions, sc));
     KVFOLD_RETURN_IF_ERROR(
         question.Append(layer, sc.k.as<float>(), sc.v.as<float>(), positions + r0, rows));
     // Over the cache: the question follows the whole block, so it sees
     // every slot.
-    AttentionArgs a = HeadArgs();
-    a.q = sc.block_q.as<float>() + r0 * q_dim;
-    a.k = view.keys;
-    a.v = view.values;
-    a.out = sc.block_attn.as<float>() + r0 * q_dim;
-    a.lse = sc.block_lse.as<float>() + r0 * heads;
-    a.num_queries = rows;
-    a.num_keys = view.length;
-    a.kv_stride = view.stride;
-    a.causal_offset = view.length - 1;
+    AttentionArgs a = OverView(BlockRows(HeadArgs(), sc, r0, rows), view, view.length - 1);
     const int64_t from = std::max<int64_t>(0, first_voter - (r0 - first));
     if (from < rows) {
       KVFOLD_RETURN_IF_ERROR(Ensure(sc.observer_col_sums, {sums}, s.device));
@@ -299,12 +292,10 @@ absl::Status LlamaModel::ObserveLastChunk(const Stream& s, int layer, const Bloc
     }
     // Over the question itself, causally, and over the whole anchor.
     const LayerView qv = question.View(layer);
-    KVFOLD_RETURN_IF_ERROR(AttendAndMerge(s, a, qv.keys, qv.values, qv.length, qv.stride,
-                                          qv.length - rows, a.out, a.lse, sc));
+    KVFOLD_RETURN_IF_ERROR(AttendAndMerge(s, OverView(a, qv, qv.length - rows), a.out, a.lse, sc));
     if (anchor != nullptr) {
       const LayerView av = anchor->View(layer);
-      KVFOLD_RETURN_IF_ERROR(AttendAndMerge(s, a, av.keys, av.values, av.length, av.stride,
-                                            av.length - 1, a.out, a.lse, sc));
+      KVFOLD_RETURN_IF_ERROR(AttendAndMerge(s, OverView(a, av, av.length - 1), a.out, a.lse, sc));
     }
   }
   return absl::OkStatus();
@@ -315,7 +306,7 @@ absl::Status LlamaModel::BlockPassingAttention(const Stream& s, int layer,
                                                ForwardScratch& sc) const {
   Communicator& group = *options_.sp;
   const int ranks = group.size(), rank = group.rank();
-  const int64_t kv_heads = slice_.kv_heads, dim = config_.head_dim, heads = slice_.q_heads;
+  const int64_t kv_heads = slice_.kv_heads, dim = config_.head_dim;
   const LayerView view = cache.View(layer);
   int64_t slots = p.passing_slots;
   if (slots == 0) {  // whole caches: blocks as long as the longest one
@@ -356,18 +347,15 @@ absl::Status LlamaModel::BlockPassingAttention(const Stream& s, int layer,
   // Block and question queries (never the anchor's) attend over every
   // passing slot.
   const int64_t first = int64_t(p.anchor.size()), end = first + int64_t(p.block.size());
-  const int64_t q_dim = heads * dim;
   auto pieces = Pieces(first, end, p.chunk);
   const auto asked = Pieces(end, end + int64_t(p.question.size()), p.chunk);
   pieces.insert(pieces.end(), asked.begin(), asked.end());
   for (const auto& [r0, rows] : pieces) {
-    AttentionArgs a = HeadArgs();
-    a.q = sc.block_q.as<float>() + r0 * q_dim;
-    a.num_queries = rows;
-    KVFOLD_RETURN_IF_ERROR(AttendAndMerge(s, a, sc.passing_k.as<float>(),
-                                          sc.passing_v.as<float>(), used, capacity, used - 1,
-                                          sc.block_attn.as<float>() + r0 * q_dim,
-                                          sc.block_lse.as<float>() + r0 * heads, sc));
+    const AttentionArgs a = BlockRows(HeadArgs(), sc, r0, rows);
+    KVFOLD_RETURN_IF_ERROR(AttendAndMerge(
+        s, OverKeys(a, sc.passing_k.as<float>(), sc.passing_v.as<float>(), used, capacity,
+                    used - 1),
+        a.out, a.lse, sc));
   }
   return absl::OkStatus();
 }

@@ -58,24 +58,23 @@ if [ -s "$tmp/b1.jsonl" ] && [ "$(preds "$tmp/b1.jsonl")" = "$(preds "$tmp/b4.js
 else
   fail "--batch=4 answers differ"
 fi
-mpi 2 "$KVFOLD" eval --model=$MODEL --tasks=$TASKS --eval_lengths=1024 --tp=2 \
-  --predictions="$tmp/tp2.jsonl" --threads=1 >"$tmp/tp2.json" 2>"$tmp/tp2.err"
-if [ "$(preds "$tmp/b1.jsonl")" = "$(preds "$tmp/tp2.jsonl")" ] &&
-   grep -q '"tp": 2' "$tmp/tp2.json"; then
-  ok "--tp=2 == 1 rank"
-else
-  fail "--tp=2: $(tail -3 "$tmp/tp2.err")"
-fi
-# Sequence parallelism with the Full cache, no anchor and whole passing
-# blocks is exact: the answers of one rank.
-mpi 2 "$KVFOLD" eval --model=$MODEL --tasks=$TASKS --eval_lengths=1024 --sp=2 --sp_anchor=0 \
-  --predictions="$tmp/sp2.jsonl" --threads=1 >"$tmp/sp2.json" 2>"$tmp/sp2.err"
-if [ "$(preds "$tmp/b1.jsonl")" = "$(preds "$tmp/sp2.jsonl")" ] &&
-   grep -q '"sp": 2' "$tmp/sp2.json"; then
-  ok "--sp=2 == 1 rank"
-else
-  fail "--sp=2: $(tail -3 "$tmp/sp2.err")"
-fi
+# Two ranks of one replica give one rank's answers, and the JSON names the
+# degree: TP = 2, and SP = 2 with the Full cache, no anchor and whole passing
+# blocks (exact).
+two_ranks() {  # two_ranks NAME DEGREE_KEY FLAGS...
+  local name="$1" key="$2"
+  shift 2
+  mpi 2 "$KVFOLD" eval --model=$MODEL --tasks=$TASKS --eval_lengths=1024 "$@" \
+    --predictions="$tmp/$name.jsonl" --threads=1 >"$tmp/$name.json" 2>"$tmp/$name.err"
+  if [ "$(preds "$tmp/b1.jsonl")" = "$(preds "$tmp/$name.jsonl")" ] &&
+     grep -q "\"$key\": 2" "$tmp/$name.json"; then
+    ok "--$key=2 == 1 rank"
+  else
+    fail "--$key=2: $(tail -3 "$tmp/$name.err")"
+  fi
+}
+two_ranks tp2 tp --tp=2
+two_ranks sp2 sp --sp=2 --sp_anchor=0
 if mpi 2 "$KVFOLD" eval --model=$MODEL --tasks=$TASKS --threads=1 >/dev/null 2>"$tmp/dp.err"; then
   fail "2 replicas accepted"
 elif grep -q "eval runs one model replica" "$tmp/dp.err"; then

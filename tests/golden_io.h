@@ -75,6 +75,19 @@ inline double NormalisedError(const std::vector<float>& got,
   return err / scale;
 }
 
+// max |a - b| / max |b| over two runs' logits; infinite if their sizes
+// differ or either holds a NaN.
+inline double MaxRelDiff(const std::vector<float>& a, const std::vector<float>& b) {
+  if (a.size() != b.size()) return INFINITY;
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::isnan(a[i]) || std::isnan(b[i])) return INFINITY;
+    diff = std::max(diff, double(std::abs(a[i] - b[i])));
+    scale = std::max(scale, double(std::abs(b[i])));
+  }
+  return diff / scale;
+}
+
 }  // namespace kvfold
 
 #endif  // KVFOLD_TESTS_GOLDEN_IO_H_

@@ -42,17 +42,6 @@
 namespace kvfold {
 namespace {
 
-double MaxRelDiff(const std::vector<float>& a, const std::vector<float>& b) {
-  if (a.size() != b.size()) return INFINITY;
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (std::isnan(a[i]) || std::isnan(b[i])) return INFINITY;
-    diff = std::max(diff, double(std::abs(a[i] - b[i])));
-    scale = std::max(scale, double(std::abs(b[i])));
-  }
-  return diff / scale;
-}
-
 EngineOptions Options(const std::string& cache, int64_t anchor, int64_t passing) {
   EngineOptions o;
   o.threads = 1;

@@ -25,16 +25,6 @@
 namespace kvfold {
 namespace {
 
-double MaxRelDiff(const std::vector<float>& a, const std::vector<float>& b) {
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (std::isnan(a[i]) || std::isnan(b[i])) return INFINITY;
-    diff = std::max(diff, double(std::abs(a[i] - b[i])));
-    scale = std::max(scale, double(std::abs(b[i])));
-  }
-  return diff / scale;
-}
-
 struct RunResult {
   std::vector<float> logits;   // after prefill, all positions
   std::vector<int32_t> greedy;
