@@ -134,16 +134,17 @@ void KvCache::RopePositions(int, const int32_t* absolute, int64_t n,
   std::copy(absolute, absolute + n, rope);
 }
 
+double SlotCompressionRatio(int64_t tokens_seen, int64_t slots_held, int num_layers) {
+  return slots_held > 0 ? double(tokens_seen) * num_layers / slots_held : 1.0;
+}
+
 CacheStats KvCache::Stats() const {
   CacheStats st;
   st.tokens_seen = tokens_seen();
   for (int layer = 0; layer < shape().num_layers; ++layer) {
     st.slots_held += View(layer).length;
   }
-  if (st.slots_held > 0) {
-    st.compression_ratio =
-        double(st.tokens_seen) * shape().num_layers / st.slots_held;
-  }
+  st.compression_ratio = SlotCompressionRatio(st.tokens_seen, st.slots_held, shape().num_layers);
   if (const FeatureLayout* f = shape().features.get(); f != nullptr && st.slots_held > 0) {
     // Projected features: the ratio of the features a full cache would hold
     // to those held (slots x (r_k + r_v), summed over layers and heads).

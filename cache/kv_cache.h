@@ -108,6 +108,10 @@ struct CacheStats {
   int64_t bytes = 0;            // key/value storage allocated
 };
 
+// tokens_seen * num_layers / slots_held, the ratio of a cache without
+// MatryoshkaKV projections (1 when nothing is held).
+double SlotCompressionRatio(int64_t tokens_seen, int64_t slots_held, int num_layers);
+
 class KvCache {
  public:
   virtual ~KvCache() = default;

@@ -51,12 +51,17 @@ absl::Status LlamaModel::MergeOverGroup(const Stream& s, int64_t n,
 namespace {
 
 // Rows [begin, end) of a block prefill cut into pieces of at most `chunk`
-// rows: {first row, rows}. Pieces never straddle the anchor, the block and
-// the question (a piece's log-sum-exp is [heads, rows]).
-std::vector<std::pair<int64_t, int64_t>> Pieces(int64_t begin, int64_t end, int64_t chunk) {
+// rows: {first row, rows}, none straddling `split` (default: end). Pieces
+// never straddle the anchor, the block and the question (a piece's
+// log-sum-exp is [heads, rows]).
+std::vector<std::pair<int64_t, int64_t>> Pieces(int64_t begin, int64_t end, int64_t chunk,
+                                                int64_t split = -1) {
+  if (split < 0) split = end;
   std::vector<std::pair<int64_t, int64_t>> pieces;
-  for (int64_t r0 = begin; r0 < end; r0 += chunk) {
-    pieces.emplace_back(r0, std::min(chunk, end - r0));
+  for (const auto [from, to] : {std::pair{begin, split}, std::pair{split, end}}) {
+    for (int64_t r0 = from; r0 < to; r0 += chunk) {
+      pieces.emplace_back(r0, std::min(chunk, to - r0));
+    }
   }
   return pieces;
 }
@@ -186,10 +191,7 @@ absl::Status LlamaModel::PrefillBlock(const Stream& s, const BlockPrefill& p, Kv
     const LlamaLayerWeights& l = w_.layers[layer];
     // The question's rows apart, so that the document's rows go through the
     // same matrix products with or without them (the same bits).
-    auto pieces = Pieces(0, na + nb, m);
-    const auto asked = Pieces(na + nb, n, m);
-    pieces.insert(pieces.end(), asked.begin(), asked.end());
-    for (const auto& [r0, rows] : pieces) {
+    for (const auto& [r0, rows] : Pieces(0, n, m, /*split=*/na + nb)) {
       float* x = sc.x.as<float>() + r0 * h;
       KVFOLD_RETURN_IF_ERROR(AddRowParallel(s, sc.block_attn.as<float>() + r0 * q_dim, rows,
                                             l.wo, l.bo, x, sc));
@@ -347,10 +349,8 @@ absl::Status LlamaModel::BlockPassingAttention(const Stream& s, int layer,
   // Block and question queries (never the anchor's) attend over every
   // passing slot.
   const int64_t first = int64_t(p.anchor.size()), end = first + int64_t(p.block.size());
-  auto pieces = Pieces(first, end, p.chunk);
-  const auto asked = Pieces(end, end + int64_t(p.question.size()), p.chunk);
-  pieces.insert(pieces.end(), asked.begin(), asked.end());
-  for (const auto& [r0, rows] : pieces) {
+  for (const auto& [r0, rows] :
+       Pieces(first, end + int64_t(p.question.size()), p.chunk, /*split=*/end)) {
     const AttentionArgs a = BlockRows(HeadArgs(), sc, r0, rows);
     KVFOLD_RETURN_IF_ERROR(AttendAndMerge(
         s, OverKeys(a, sc.passing_k.as<float>(), sc.passing_v.as<float>(), used, capacity,

@@ -618,7 +618,7 @@ void Engine::ShareSpResults(std::vector<RequestState>& states) {
   const absl::Status s = group->AllGather(
       TensorView{mine.data(), DType::kI32, Device::Cpu(), {2 * n}},
       TensorView{all.data(), DType::kI32, Device::Cpu(), {2 * n * ranks}});
-  const int64_t layers = model_.config().num_layers;
+  const int layers = model_.config().num_layers;
   // The answer's fields from `at` on: tokens, slots and bytes, summed.
   auto sum = [&](CacheStats& st, int64_t at) {
     st = CacheStats();
@@ -627,7 +627,7 @@ void Engine::ShareSpResults(std::vector<RequestState>& states) {
       st.slots_held += all[g * n + at + 1];
       st.bytes += all[g * n + at + 2];
     }
-    if (st.slots_held > 0) st.compression_ratio = double(st.tokens_seen) * layers / st.slots_held;
+    st.compression_ratio = SlotCompressionRatio(st.tokens_seen, st.slots_held, layers);
   };
   int64_t k = 0;
   for (RequestState& rs : states) {
