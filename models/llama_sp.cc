@@ -58,7 +58,7 @@ std::vector<std::pair<int64_t, int64_t>> Pieces(int64_t begin, int64_t end, int6
                                                 int64_t split = -1) {
   if (split < 0) split = end;
   std::vector<std::pair<int64_t, int64_t>> pieces;
-  for (const auto [from, to] : {std::pair{begin, split}, std::pair{split, end}}) {
+  for (const auto& [from, to] : {std::pair{begin, split}, std::pair{split, end}}) {
     for (int64_t r0 = from; r0 < to; r0 += chunk) {
       pieces.emplace_back(r0, std::min(chunk, to - r0));
     }
